@@ -1,0 +1,2 @@
+"""msarepro: a data-versioned reproducibility pipeline for multimodal sentiment analysis."""
+__version__ = "0.1.0"

