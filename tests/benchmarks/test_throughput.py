@@ -1,0 +1,38 @@
+"""Training throughput (samples/s) of every registered method on synth-mosi-sized batches (synth-mvsa for
+image-text methods). Run with `pytest tests/benchmarks --benchmark-enable`; figures go to .benchmarks/ with
+`--benchmark-autosave`. The text-only baseline is the in-run reference: compare methods by their ratio to it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from msarepro.data import load_dataset
+from msarepro.data.loader import to_tensors
+from msarepro.methods import all_methods, build_method
+
+BATCH = 32
+CASES = [(m, "synth-mvsa" if "trimodal" not in cls.families else "synth-mosi") for m, cls in sorted(all_methods().items())]
+
+
+@pytest.mark.parametrize("method,dataset", CASES, ids=[m for m, _ in CASES])
+def test_train_step_throughput(benchmark, method, dataset, small_data, params):
+    torch.manual_seed(0)
+    ds = load_dataset(small_data[dataset])
+    cfg = params.method_config(method, ds.manifest.preset)
+    model = build_method(method, cfg, ds.manifest)
+    train = to_tensors(ds)["train"]
+    model.on_epoch_start(0, train)
+    model.train()
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    batch = train.batch(torch.arange(BATCH))
+
+    def step():
+        out = model(batch)
+        loss = sum(model.losses(out, batch, 0).values())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    benchmark.extra_info["samples_per_second"] = BATCH / benchmark.stats.stats.mean
+    benchmark.extra_info["dataset"] = dataset

@@ -1,0 +1,48 @@
+"""Shared fixtures: small embedded datasets (generated once per session) and test params."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("MSAREPRO_PROGRESS", "0")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL_SCALE = 0.15  # train/valid/test of about 135/30/45 samples (image-text: 180/30/45)
+
+
+@pytest.fixture(scope="session")
+def small_data(tmp_path_factory) -> dict[str, Path]:
+    """name -> directory of a small embedded dataset (every registered synthetic generator)."""
+    from msarepro.data.synth import GENERATORS, generate
+
+    root = tmp_path_factory.mktemp("data")
+    return {name: (generate(name, root / name, seed=0, scale=SMALL_SCALE), root / name)[1] for name in GENERATORS}
+
+
+@pytest.fixture(scope="session")
+def params():
+    """The repository's params.yaml, validated."""
+    from msarepro import config
+    return config.load(ROOT / "params.yaml")
+
+
+def fast_params(max_epochs: int = 2, **extra):
+    """params.yaml with every method capped at `max_epochs` (and no early stop), for quick real runs."""
+    from msarepro import config
+    from msarepro.methods import all_methods
+
+    raw = config.load_raw(ROOT / "params.yaml")
+    overrides = []
+    for m in all_methods():
+        overrides += [f"methods.{m}.max_epochs={max_epochs}", f"methods.{m}.patience={max_epochs + 1}"]
+        presets = (raw.get("methods", {}).get(m) or {}).get("presets") or {}
+        for p, block in presets.items():
+            if block and "max_epochs" in block:
+                overrides.append(f"methods.{m}.presets.{p}.max_epochs={max_epochs}")
+    overrides += [f"{k}={v}" for k, v in extra.items()]
+    return config.from_dict(config.apply_overrides(raw, overrides))
