@@ -126,6 +126,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     seed_everything(spec.seed)
     splits = to_tensors(ds)
     model = build_method(spec.model, cfg, manifest).to(device)
+    inputs = model.on_train_start()  # external inputs, e.g. AE-MT's pretrained encoders
     opt = make_optimizer(model, cfg)
     steps = math.ceil(len(splits["train"]) / cfg.batch_size)
     sched = make_scheduler(opt, cfg, steps)
@@ -135,6 +136,8 @@ def run(params: Params, spec: RunSpec) -> dict:
                 "preset": manifest.preset or manifest.name, "method": to_jsonable(cfg),
                 "data": to_jsonable(params.data), "dataset_files": manifest.files,
                 "versions": {"msarepro": __version__, "torch": torch.__version__}}
+    if inputs:
+        resolved["method_inputs"] = inputs
     state = {"epoch": -1, "best_epoch": -1, "best_value": None, "bad_epochs": 0, "history": []}
     ckpt_path = out / "checkpoint.pt"
     if spec.resume and ckpt_path.exists():

@@ -7,6 +7,7 @@ A method is an nn.Module with:
     losses(out, batch, epoch) -> dict of weighted loss terms; the loop minimises their sum
     param_groups()         optional per-group learning rates (e.g. a text encoder at a smaller lr)
     on_epoch_start(epoch, train_split)  optional, e.g. refreshing a retrieval bank
+    on_train_start()       optional, once before training: load external inputs (pretrained weights)
 """
 from __future__ import annotations
 
@@ -51,6 +52,11 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int, train_split) -> None:
         pass
+
+    def on_train_start(self) -> dict[str, Any]:
+        """Called once by the training loop after the model is built, before the optimizer: load external inputs
+        (e.g. pretrained weights). Returns their provenance (path, SHA-256), stored in the run's config.json."""
+        return {}
 
     def head(self, h: torch.Tensor) -> torch.Tensor:
         """Shape the final output: (B, 1) -> (B,) for regression, (B, C) logits unchanged."""
