@@ -198,7 +198,9 @@ TOP_LEVEL = {"model", "dataset", "seed", "data", "sweep", "methods"}
 
 
 def from_dict(raw: dict) -> Params:
-    from .methods import METHODS, get_method
+    from .methods import all_methods, get_method
+
+    registered = all_methods()
 
     for k in ("model", "dataset", "seed"):
         if k not in raw:
@@ -207,8 +209,8 @@ def from_dict(raw: dict) -> Params:
     if not isinstance(methods, dict):
         raise ConfigError("methods: expected a mapping of method name -> settings")
     for name, block in methods.items():
-        if name not in METHODS:
-            raise ConfigError(f"methods.{name}: not a registered method; registered: {', '.join(sorted(METHODS))}")
+        if name not in registered:
+            raise ConfigError(f"methods.{name}: not a registered method; registered: {', '.join(sorted(registered))}")
         block = dict(block or {})
         presets = block.pop("presets", {}) or {}
         cls = get_method(name)

@@ -168,7 +168,9 @@ def run(params: Params, spec: RunSpec) -> dict:
         gen = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
         terms_sum: dict[str, float] = {}
         nb = 0
-        for batch in splits["train"].batches(cfg.batch_size, shuffle=True, generator=gen, drop_last=_drop_last(model, cfg, splits)):
+        for b, batch in enumerate(splits["train"].batches(cfg.batch_size, shuffle=True, generator=gen,
+                                                          drop_last=_drop_last(model, cfg, splits))):
+            _fault_point(epoch, b)
             batch = to_device(batch, device)
             out_b = model(batch)
             terms = model.losses(out_b, batch, epoch)
@@ -254,6 +256,14 @@ def _finish(out: Path, spec: RunSpec, manifest, splits, state, sel, y, elapsed, 
                                      "samples_per_second": n_seen / elapsed if elapsed > 0 else None})
     write_text(out / "epochs" / "ids.json", pd.Series({s: splits[s].ids for s in ("valid", "test")}).to_json())
     return result
+
+
+def _fault_point(epoch: int, batch: int) -> None:
+    """Fault injection for the resume tests: MSAREPRO_KILL_AT=EPOCH:BATCH kills this process with SIGKILL there."""
+    at = os.environ.get("MSAREPRO_KILL_AT")
+    if at and at == f"{epoch}:{batch}":
+        import signal
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _save(path: Path, obj) -> None:

@@ -1,0 +1,108 @@
+"""The training loop: outputs, determinism, selection on VALID only, resume after kill -9, learning."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msarepro.train import RunSpec, run
+
+from .conftest import ROOT, fast_params
+
+
+def _train(tmp, model, data_dir, seed=1111, epochs=3, **kw):
+    return run(fast_params(epochs), RunSpec(model, str(data_dir), seed, tmp, progress=False, **kw))
+
+
+def test_run_outputs(tmp_path, small_data):
+    r = _train(tmp_path / "r", "lf_dnn", small_data["synth-mosi"])
+    d = tmp_path / "r"
+    for f in ("metrics.json", "predictions.csv", "history.csv", "config.json", "best.pt", "checkpoint.pt",
+              "epochs/epoch_000.npz", "epochs/epoch_002.npz"):
+        assert (d / f).exists(), f
+    m = json.loads((d / "metrics.json").read_text())
+    assert set(m) >= {"valid", "test", "best_epoch"} and "Non0_acc_2" in m["test"]
+    pred = pd.read_csv(d / "predictions.csv")
+    assert list(pred.columns[:4]) == ["split", "id", "y_true", "y_pred"]
+    assert set(pred["split"]) == {"valid", "test"}
+    hist = pd.read_csv(d / "history.csv")
+    assert len(hist) == 3 and "valid_MAE" in hist and "train_task" in hist
+    # selection on VALID: the best epoch has the lowest validation loss
+    assert r["best_epoch"] == int(hist["valid_loss"].idxmin())
+    # the reported test metrics are that epoch's, and recomputable from predictions.csv
+    assert m["test"]["MAE"] == pytest.approx(hist.loc[r["best_epoch"], "test_MAE"], rel=1e-5)
+    from msarepro.evaluate import recompute
+    assert recompute(d)["test"]["MAE"] == pytest.approx(m["test"]["MAE"], rel=1e-5)
+    assert not list(d.rglob("*.tmp")), "temporary files left behind"
+
+
+def test_classification_run_outputs(tmp_path, small_data):
+    _train(tmp_path / "c", "text_only", small_data["synth-mvsa"], epochs=2)
+    pred = pd.read_csv(tmp_path / "c" / "predictions.csv")
+    assert {"p_0", "p_1", "p_2"} <= set(pred.columns)
+    assert np.allclose(pred[["p_0", "p_1", "p_2"]].sum(1), 1, atol=1e-4)
+    assert (pred["y_pred"] == pred[["p_0", "p_1", "p_2"]].to_numpy().argmax(1)).all()
+
+
+def test_same_seed_same_metrics_bit_for_bit(tmp_path, small_data):
+    _train(tmp_path / "a", "mult", small_data["synth-sims"], epochs=2)
+    _train(tmp_path / "b", "mult", small_data["synth-sims"], epochs=2)
+    assert (tmp_path / "a/metrics.json").read_bytes() == (tmp_path / "b/metrics.json").read_bytes()
+    assert (tmp_path / "a/predictions.csv").read_bytes() == (tmp_path / "b/predictions.csv").read_bytes()
+    _train(tmp_path / "c", "mult", small_data["synth-sims"], seed=2, epochs=2)
+    assert (tmp_path / "a/metrics.json").read_bytes() != (tmp_path / "c/metrics.json").read_bytes()
+
+
+def _cli_train(out, data_dir, extra_env=None, resume=False):
+    cmd = [sys.executable, "-m", "msarepro.cli", "train", "--model", "lf_dnn", "--dataset", str(data_dir),
+           "--seed", "5", "--out", str(out), "--params", str(ROOT / "params.yaml"), "--no-progress",
+           "-S", "methods.lf_dnn.max_epochs=4", "-S", "methods.lf_dnn.patience=10", "-S", "methods.lf_dnn.batch_size=16"]
+    if resume:
+        cmd.append("--resume")
+    env = {**os.environ, **(extra_env or {})}
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=ROOT)
+
+
+def test_kill9_then_resume_matches_uninterrupted(tmp_path, small_data):
+    data = small_data["synth-mosi"]
+    full = _cli_train(tmp_path / "full", data)
+    assert full.returncode == 0, full.stderr
+    killed = _cli_train(tmp_path / "cut", data, {"MSAREPRO_KILL_AT": "2:3"})
+    assert killed.returncode == -9  # SIGKILL in the middle of epoch 2
+    assert not (tmp_path / "cut/metrics.json").exists()
+    assert not list((tmp_path / "cut").rglob("*.tmp"))
+    resumed = _cli_train(tmp_path / "cut", data, resume=True)
+    assert resumed.returncode == 0, resumed.stderr
+    for f in ("metrics.json", "predictions.csv", "history.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
+
+
+def test_resume_with_other_config_is_refused(tmp_path, small_data):
+    from msarepro import config
+    from msarepro.config import ConfigError
+
+    data = str(small_data["synth-mosi"])
+    run(fast_params(1), RunSpec("lf_dnn", data, 5, tmp_path / "r", progress=False))
+    other = config.from_dict(config.apply_overrides(config.load_raw(ROOT / "params.yaml"), ["methods.lf_dnn.lr=0.5"]))
+    with pytest.raises(ConfigError, match="different config"):
+        run(other, RunSpec("lf_dnn", data, 5, tmp_path / "r", resume=True, progress=False))
+
+
+def test_early_stopping_on_valid(tmp_path, small_data):
+    from msarepro import config
+    p = config.from_dict(config.apply_overrides(config.load_raw(ROOT / "params.yaml"),
+                                                ["methods.tfn.patience=2", "methods.tfn.lr=0.05"]))
+    r = run(p, RunSpec("tfn", str(small_data["synth-mosi"]), 1, tmp_path / "e", progress=False))
+    assert r["epochs_run"] <= r["best_epoch"] + 1 + 2
+
+
+def test_tfn_learns_on_synth_mosi(tmp_path, small_data):
+    """A correct model clearly beats the majority rate and correlates with the label."""
+    r = _train(tmp_path / "l", "tfn", small_data["synth-mosi"], epochs=12)
+    assert r["test"]["Non0_acc_2"] > 0.65
+    assert r["test"]["Corr"] > 0.4
