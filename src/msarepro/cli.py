@@ -35,6 +35,71 @@ def cmd_data_synth(args) -> int:
     return 0
 
 
+def cmd_data_download(args) -> int:
+    from .data.download import Fetcher, download
+    params = _params(args)
+    print(download(args.name, args.out, raw=args.raw, fetcher=Fetcher(retries=args.retries),
+                   synth_seed=params.data.synth_seed, synth_scale=params.data.synth_scale))
+    return 0
+
+
+def cmd_data_import_mmsa(args) -> int:
+    from .data.mmsa import import_mmsa
+    out = args.out or str(Path(_params(args).data.root) / args.name)
+    m = import_mmsa(args.path, out, name=args.name, family=args.family, preset=args.preset or args.name)
+    print(f"imported {args.path} as {args.name!r} into {out}: {m.splits}; non-finite values set to 0: "
+          f"{m.nonfinite_replaced or 'none'}")
+    return 0
+
+
+def cmd_data_import_imagetext(args) -> int:
+    from .data import imagetext
+    from .data.registry import DATASETS
+    out = args.out or str(Path(_params(args).data.root) / args.name)
+    info = DATASETS.get(args.name)
+    classes = tuple(args.classes.split(",")) if args.classes else (
+        info.extra["class_names"] if info and info.family == "image_text" else imagetext.MVSA_CLASSES)
+    kw = {"image_size": args.image_size, "tokenizer": args.tokenizer, "max_len": args.max_len}
+    if args.layout == "clmlf":
+        f1 = "macro" if args.name == "hfm" else args.f1_average
+        m = imagetext.import_clmlf(args.path, out, args.name, classes, f1, image_dir=args.images, **kw)
+    elif args.layout == "mvsa":
+        m = imagetext.import_mvsa(args.path, out, args.name, multiple=args.multiple, seed=args.seed, **kw)
+    elif args.layout == "hfm":
+        m = imagetext.import_hfm(args.path, out, args.name, **kw)
+    else:
+        if not args.images:
+            raise FileNotFoundError("--layout table needs --images FOLDER (one <id>.jpg per row)")
+        m = imagetext.import_table(args.path, args.images, out, args.name, classes, args.f1_average,
+                                   seed=args.seed, **kw)
+    print(f"imported {args.path} ({args.layout}) as {args.name!r} into {out}: {m.splits}; "
+          f"missing images: {m.provenance.get('missing_images', 0)}")
+    return 0
+
+
+def cmd_data_extract(args) -> int:
+    from .features import MissingPackage
+    from .features.pipeline import extract
+    try:
+        m, speed = extract(args.raw, args.out, text=args.text, audio=args.audio, vision=args.vision,
+                           cache=args.cache, batch_size=args.batch_size, text_max_len=args.text_max_len,
+                           audio_max_len=args.audio_max_len, vision_max_len=args.vision_max_len, name=args.name)
+    except MissingPackage as e:
+        print(f"msarepro: error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}: {m.splits}; dims " + ", ".join(f"{k}={v.get('dim', v.get('vocab_size'))}"
+                                                           for k, v in sorted(m.modalities.items())))
+    print("throughput (items/s): " + ", ".join(f"{k}={v:.1f}" for k, v in speed.items()))
+    return 0
+
+
+def cmd_data_extract_images(args) -> int:
+    from .features.image import add_image_features
+    m, speed = add_image_features(args.dataset, args.out, args.model, batch_size=args.batch_size)
+    print(f"wrote {args.out}: image_features {m.modalities['image_features']}; {speed:.1f} images/s")
+    return 0
+
+
 def cmd_train(args) -> int:
     from .train import RunSpec, run
     params = _params(args)
@@ -43,6 +108,16 @@ def cmd_train(args) -> int:
                    resume=args.resume, device=args.device, progress=not args.no_progress)
     result = run(params, spec)
     print(json.dumps({"best_epoch": result["best_epoch"], "test": result["test"]}, indent=2))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    from .pretrain.run import run_pretraining
+    params = _params(args)
+    r = run_pretraining(params, args.dataset or params.dataset, params.seed if args.seed is None else args.seed,
+                        args.out, device=args.device, progress=not args.no_progress)
+    print(json.dumps({k: r[k] for k in ("dataset", "pool", "best_epoch", "tamper_chance", "initial", "best")},
+                     indent=2))
     return 0
 
 
@@ -77,6 +152,61 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--scale", type=float, default=1.0, help="multiply every split size")
     s.set_defaults(fn=cmd_data_synth)
 
+    d = data.add_parser("download", help="the download stage: generate, download + verify + import, or say "
+                        "where to place a dataset by hand")
+    d.add_argument("name", help=f"{', '.join(sorted(DATASETS))} or raw-media (the embedded raw-media set)")
+    d.add_argument("--out", required=True, help="dataset directory, e.g. data/NAME")
+    d.add_argument("--raw", help="folder for downloaded / hand-placed source files (default: data/raw/NAME)")
+    d.add_argument("--retries", type=int, default=4, help="retries per file, with exponential backoff")
+    with_params(d)
+    d.set_defaults(fn=cmd_data_download)
+
+    im = data.add_parser("import-mmsa", help="import an MMSA feature pickle (loaded with a restricted unpickler)")
+    im.add_argument("path")
+    im.add_argument("--name", required=True, help="dataset name; then usable as --dataset NAME")
+    im.add_argument("--family", choices=["mosi", "sims"], help="default: sims if the file has T/A/V labels")
+    im.add_argument("--preset", help="params.yaml preset to use (default: NAME)")
+    im.add_argument("--out", help="default: <data.root>/NAME")
+    with_params(im)
+    im.set_defaults(fn=cmd_data_import_mmsa)
+
+    it = data.add_parser("import-imagetext", help="import an image-text dataset (CLMLF JSON, MVSA, HFM, table)")
+    it.add_argument("path", help="clmlf: folder of split JSONs; mvsa: archive or folder; hfm: folder; table: file")
+    it.add_argument("--name", required=True)
+    it.add_argument("--layout", required=True, choices=["clmlf", "mvsa", "hfm", "table"])
+    it.add_argument("--images", help="image folder (clmlf default: PATH/dataset_image; required for table)")
+    it.add_argument("--multiple", action="store_true", help="mvsa: three annotators (MVSA-Multiple)")
+    it.add_argument("--classes", help="comma-separated class names in label order (default: the registry's)")
+    it.add_argument("--f1-average", default="weighted", choices=["weighted", "macro"])
+    it.add_argument("--seed", type=int, default=1, help="seed of the random 8:1:1 split where none is official")
+    it.add_argument("--image-size", type=int, default=224, help="stored image side (resize + centre crop)")
+    it.add_argument("--tokenizer", default="packaged-minilm", help="HF tokenizer name or path")
+    it.add_argument("--max-len", type=int, default=64)
+    it.add_argument("--out", help="default: <data.root>/NAME")
+    with_params(it)
+    it.set_defaults(fn=cmd_data_import_imagetext)
+
+    x = data.add_parser("extract", help="the features stage: raw media folder -> canonical trimodal dataset")
+    x.add_argument("raw", help="raw-media folder (media.json, labels.csv, audio/, openface/ or video/)")
+    x.add_argument("--out", required=True)
+    x.add_argument("--name", help="dataset name (default: media.json's name)")
+    x.add_argument("--text", default="packaged-minilm", help="HF encoder name or path (default: packaged MiniLM)")
+    x.add_argument("--audio", default="librosa", choices=["librosa", "opensmile", "none"])
+    x.add_argument("--vision", default="openface", choices=["openface", "mediapipe", "none"])
+    x.add_argument("--cache", help="per-item feature cache (default: RAW/.features-cache)")
+    x.add_argument("--batch-size", type=int, default=32)
+    x.add_argument("--text-max-len", type=int, default=50)
+    x.add_argument("--audio-max-len", type=int)
+    x.add_argument("--vision-max-len", type=int)
+    x.set_defaults(fn=cmd_data_extract)
+
+    xi = data.add_parser("extract-images", help="add image-backbone features to an image-text dataset")
+    xi.add_argument("dataset", help="canonical image-text dataset directory")
+    xi.add_argument("--model", required=True, help="HF image backbone name or local folder")
+    xi.add_argument("--out", required=True)
+    xi.add_argument("--batch-size", type=int, default=32)
+    xi.set_defaults(fn=cmd_data_extract_images)
+
     t = sub.add_parser("train", help="train one (method, dataset, seed) run")
     t.add_argument("--model", choices=sorted(all_methods()), help="default: params.yaml `model`")
     t.add_argument("--dataset", help=f"registered name ({', '.join(sorted(DATASETS))}) or a dataset directory")
@@ -87,6 +217,15 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     with_params(t)
     t.set_defaults(fn=cmd_train)
+
+    pt = sub.add_parser("pretrain", help="AE-MT autoencoder pretraining on a dataset's unlabeled pool")
+    pt.add_argument("--dataset", help="registered name or a dataset directory (default: params.yaml `dataset`)")
+    pt.add_argument("--seed", type=int)
+    pt.add_argument("--out", required=True, help="output directory (encoders.pt, history.csv, metrics.json)")
+    pt.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
+    pt.add_argument("--no-progress", action="store_true")
+    with_params(pt)
+    pt.set_defaults(fn=cmd_pretrain)
 
     e = sub.add_parser("evaluate", help="recompute metrics from saved predictions")
     e.add_argument("runs", nargs="+")

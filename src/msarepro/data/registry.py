@@ -37,12 +37,108 @@ register_dataset(DatasetInfo("synth-mvsa", "image_text", "cls", "synth",
                              "MVSA-like image-text classification, 3 classes"))
 
 
+@dataclass(frozen=True)
+class RemoteFile:
+    """One file (or folder) a real dataset is made from, and where it comes from.
+
+    Sources are tried in this order: a Hugging Face dataset repository (`hf_repo` + `hf_path`, or `hf_parts`, a
+    glob of parts to concatenate in sorted order), a plain HTTP(S) `url`, and `manual`: text telling a person where
+    to get it by hand (Google Drive / Baidu / an author's site). `sha256` is the published hash; None where no
+    hash is published (the hash of what was placed is then recorded in the imported manifest). `kind="dir"`
+    marks a folder placed by hand (an image folder); folders are not hashed, their file count is recorded.
+    """
+    filename: str  # name under the raw folder (data/raw/<dataset>/<filename>)
+    sha256: str | None = None
+    hf_repo: str = ""
+    hf_path: str = ""
+    hf_parts: str = ""
+    url: str = ""
+    manual: str = ""
+    size: int = 0  # bytes, where known
+    kind: str = "file"  # "file" | "dir"
+    optional: bool = False  # used when present (e.g. CLMLF's split files), not required
+
+
+SEMMSA = "Bluexxx/SemMSA-data"  # the Hugging Face mirror of MMSA's unaligned pickles (same hashes)
+MMSA_DRIVE = ("MMSA's release (https://github.com/thuiar/MMSA, README 'Datasets': Google Drive / Baidu links), "
+              "file {}")
+
+
+def _trimodal(name, metric_family, description, splits, dims, lens, files, unimodal=False):
+    lo = 3.0 if metric_family == "mosi" else 1.0
+    return register_dataset(DatasetInfo(
+        name, "trimodal", metric_family, "hf" if any(f.hf_repo for f in files) else "manual", description,
+        extra={"task": "regression", "label_range": (-lo, lo), "splits": splits, "unimodal_labels": unimodal,
+               "dims": dict(zip(("text", "audio", "vision"), dims)),
+               "max_len": dict(zip(("text", "audio", "vision"), lens)), "importer": "mmsa", "files": tuple(files)}))
+
+
+def _image_text(name, description, splits, classes, f1_average, importer, files):
+    return register_dataset(DatasetInfo(
+        name, "image_text", "cls", "manual", description,
+        extra={"task": "classification", "label_range": (0.0, float(len(classes) - 1)), "splits": splits,
+               "class_names": classes, "num_classes": len(classes), "f1_average": f1_average,
+               "importer": importer, "files": tuple(files)}))
+
+
+# Facts (splits, dims, lengths, hashes) from ../shared/METHOD_NOTES.md and the MMSA / INFIG papers' tables.
+_trimodal("mosi", "mosi", "CMU-MOSI: MMSA unaligned_50 features (BERT 768 / COVAREP 5 / Facet 20)",
+          {"train": 1284, "valid": 229, "test": 686}, (768, 5, 20), (50, 375, 500),
+          [RemoteFile("mosi_unaligned_50.pkl", "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524",
+                      hf_repo=SEMMSA, hf_path="mosi_unaligned_50.pkl",
+                      manual=MMSA_DRIVE.format("MOSI/Processed/unaligned_50.pkl"))])
+_trimodal("mosei", "mosi", "CMU-MOSEI: MMSA unaligned_50 features (BERT 768 / COVAREP 74 / Facet 35)",
+          {"train": 16326, "valid": 1871, "test": 4659}, (768, 74, 35), (50, 500, 500),
+          [RemoteFile("mosei_unaligned_50.pkl", "ad8b23d50557045e7d47959ce6c5b955d8d983f2979c7d9b7b9226f6dd6fec1f",
+                      hf_repo=SEMMSA, hf_parts="mosei_unaligned_50/mosei_unaligned_50.pkl.part*",
+                      manual=MMSA_DRIVE.format("MOSEI/Processed/unaligned_50.pkl"))])
+_trimodal("sims", "sims", "CH-SIMS: MMSA unaligned_39 features (BERT-zh 768 / librosa 33 / OpenFace 709), T/A/V labels",
+          {"train": 1368, "valid": 456, "test": 457}, (768, 33, 709), (39, 400, 55),
+          [RemoteFile("sims_unaligned_39.pkl", "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f",
+                      hf_repo=SEMMSA, hf_path="sims_unaligned_39.pkl",
+                      manual=MMSA_DRIVE.format("SIMS/Processed/unaligned_39.pkl"))], unimodal=True)
+_trimodal("simsv2", "sims", "CH-SIMS v2 (s): supervised part, features 768 / 25 / 177, T/A/V labels",
+          {"train": 2722, "valid": 647, "test": 1034}, (768, 25, 177), (50, 925, 232),
+          [RemoteFile("simsv2_unaligned.pkl", None,
+                      manual="the CH-SIMS v2 (s) feature pickle (the release's unaligned .pkl) linked from "
+                             "https://github.com/thuiar/ch-sims-v2 (Google Drive / Baidu)")], unimodal=True)
+MVSA_SITE = "http://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/"
+CLMLF_SPLITS = "https://github.com/Link-Li/CLMLF/tree/main/dataset/data/{}/10-flod-1 (file {})"
+_image_text("mvsa-single", "MVSA-Single: tweets with images, 3 classes (0 positive, 1 neutral, 2 negative)",
+            {"train": 3611, "valid": 450, "test": 450}, ("positive", "neutral", "negative"), "weighted", "mvsa",
+            [RemoteFile("MVSA-Single.zip", None, manual=f"the MVSA-Single archive from {MVSA_SITE}"),
+             *[RemoteFile(f, None, manual=CLMLF_SPLITS.format("MVSA-single", f), optional=True)
+               for f in ("train.json", "dev.json", "test.json")]])
+_image_text("mvsa-multiple", "MVSA-Multiple: tweets with images, 3 annotators, 3 classes",
+            {"train": 13624, "valid": 1700, "test": 1700}, ("positive", "neutral", "negative"), "weighted", "mvsa",
+            [RemoteFile("MVSA-Multiple.zip", None, manual=f"the MVSA-Multiple archive from {MVSA_SITE}"),
+             *[RemoteFile(f, None, manual=CLMLF_SPLITS.format("MVSA-multiple", f), optional=True)
+               for f in ("train.json", "dev.json", "test.json")]])
+HFM_REPO = "https://github.com/headacheboy/data-of-multimodal-sarcasm-detection"
+_image_text("hfm", "HFM (Cai et al. 2019): Twitter sarcasm, 2 classes, official split",
+            {"train": 19816, "valid": 2410, "test": 2409}, ("non-sarcastic", "sarcastic"), "macro", "hfm",
+            [*[RemoteFile(f"text/{f}", None, manual=f"{HFM_REPO} (folder text/, file {f})")
+               for f in ("train.txt", "valid2.txt", "test2.txt")],
+             RemoteFile("dataset_image", None, kind="dir",
+                        manual=f"the image archive linked from {HFM_REPO} (README, Google Drive), unpacked")])
+TUMEMO_CLASSES = ("angry", "bored", "calm", "fearful", "happy", "loving", "sad")
+_image_text("tumemo", "TumEmo (Yang et al. 2020): Tumblr posts, 7 emotions, random 8:1:1 split (seed recorded)",
+            {"train": 156204, "valid": 19525, "test": 19536}, TUMEMO_CLASSES, "weighted", "table",
+            [RemoteFile("tumemo.csv", None, manual="the TumEmo release linked from "
+                        "https://github.com/YangXiaocui1215/MVAN, converted to a CSV with columns id,text,label "
+                        f"(label one of {', '.join(TUMEMO_CLASSES)})"),
+             RemoteFile("images", None, kind="dir", manual="the TumEmo images, one <id>.jpg per row of tumemo.csv")])
+
+
 def dataset_dir(name_or_path: str, data_root: str | Path) -> Path:
-    """Directory of a dataset given by registered name (under data_root) or by a path to a canonical directory."""
+    """Directory of a dataset given by registered name (under data_root), by the name of a dataset imported under
+    data_root (`msarepro data import-mmsa ... --name NAME`), or by a path to a canonical directory."""
     p = Path(name_or_path)
     if (p / "manifest.json").exists():
         return p
     if name_or_path in DATASETS:
+        return Path(data_root) / name_or_path
+    if "/" not in name_or_path and (Path(data_root) / name_or_path / "manifest.json").exists():
         return Path(data_root) / name_or_path
     raise KeyError(f"unknown dataset {name_or_path!r}: not a registered name ({', '.join(sorted(DATASETS))}) "
                    f"and not a directory with a manifest.json")
