@@ -1,0 +1,457 @@
+"""INFIG: integrating hierarchical fine-grained and global information with the assistance of CLIP
+(anonymous EMNLP submission, shared/papers/infig.md; its base is CLMLF, Li et al. 2022).
+
+    image (B, 3, H, W) -> ResNet grid (B, C_r, h, w) -> Linear -> [CLS; n_i = h*w tokens] + positions
+                       -> N_i transformer layers                   image layers, each (B, 1 + n_i, d)
+    text ids (B, L)    -> DeBERTa-v3 (N_t layers)                   text layers, each (B, L, d); position 0 = [CLS]
+    GAM   (eqs. 1-2):  i_g = [i_cls ; i_clip], t_g = [t_cls ; t_clip] (B, d + P), InfoNCE against the current
+                       batch's momentum keys and queues of the M most recent momentum keys, learnable tau (0.07)
+    HFAM  (eqs. 3-6):  token-to-token cosine similarity, sum of the top-j per token (padding excluded),
+                       S_p2q / S_q2p over all (image, text) pairs of the batch, InfoNCE, mean over the last layers
+    fusion (eqs. 7-11): transformer encoder over [image tokens ; text tokens] (B, n_i + n_t, d), attention
+                       pooling, GELU projection, classifier; cross-entropy
+    loss  (eq. 12):    L = L_sc + lambda_g L_g + lambda_f L_f
+
+The image transformer runs at the text encoder's width d, so image and text tokens share one space for the
+cosine similarities of HFAM and the fusion encoder. CLIP is a frozen prior; it only feeds GAM.
+
+Where the paper is silent (our choices, each a Config field): momentum 0.995 and the queue length (ALBEF/MoCo
+style; the queue holds only keys already computed, no random initial entries); the positive key of eq. 1 is the
+pair's momentum representation, as in MoCo; the cls and CLIP halves of i_g / t_g are each L2-normalised before
+concatenation (`gam_normalize_parts`); eq. 5's denominator runs over the whole batch including the positive
+(standard InfoNCE); when a text has fewer than j real tokens, the top-j sum is divided by the number it has.
+Eq. 11 applies GELU to the logits as printed (`gelu_on_logits`). Mixed precision is bfloat16 autocast inside
+forward on CUDA (no loss scaler needed in the shared loop).
+
+Text encoders: `tiny-deberta` (a small random DeBERTa-v3 architecture; also what `features` means here, since
+image-text sets carry token ids only), any Hugging Face DeBERTa name, or `tiny-bert` / `packaged-minilm` /
+other names through methods.text_encoder. Image encoders: `tiny-resnet` or a Hugging Face ResNet name. CLIP:
+`tiny-clip` (random, reads the dataset's text_ids) or a Hugging Face CLIP name, which needs the dataset to carry
+CLIP-tokenised text as an extra array `clip_ids` (N, Lc) (end-of-text token marks the end).
+
+Ablations (Table 3, Figure 3): use_clip, use_gam, use_hfam, gam_layer. Figure 4: `fusion_word_attention` and
+`plot_word_attention`.
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError, MethodConfig
+from . import register
+from .base import Method
+from .blocks import sinusoidal_positions, transformer_encoder
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The alignment objectives as plain functions (pinned by tests/test_infig.py on hand-computed cases).
+
+def topj_similarity(p_tok: torch.Tensor, q_tok: torch.Tensor, p_mask: torch.Tensor, q_mask: torch.Tensor,
+                    j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 3-4 for every (p, q) pair of a batch.
+
+    p_tok (Bp, n_p, d) image tokens, q_tok (Bq, n_q, d) text tokens; masks True on real positions.
+    Returns S_p2q (Bp, Bq): for each real token of p, the top-j cosine similarities with the real tokens of q,
+    summed and divided by j (eq. 3), averaged over p's real tokens (eq. 4: 1 / (j n_p)); and S_q2p (Bq, Bp) the
+    same from the text side. A token with fewer than j candidates sums what it has and divides by that count.
+    """
+    a, b = F.normalize(p_tok.float(), dim=-1), F.normalize(q_tok.float(), dim=-1)
+    sim = torch.einsum("pkd,qld->pqkl", a, b)  # (Bp, Bq, n_p, n_q): sigma(p_k, q_l)
+
+    def directed(s: torch.Tensor, cand_mask: torch.Tensor, anchor_mask: torch.Tensor) -> torch.Tensor:
+        # s (A, C, n_anchor, n_cand); cand_mask (C, n_cand); anchor_mask (A, n_anchor)
+        s = s.masked_fill(~cand_mask[None, :, None, :], float("-inf"))
+        top = s.topk(min(j, s.size(-1)), dim=-1).values  # (A, C, n_anchor, j')
+        real = torch.isfinite(top)
+        per_token = torch.where(real, top, torch.zeros_like(top)).sum(-1) / real.sum(-1).clamp_min(1)  # eq. 3 / j
+        w = anchor_mask[:, None, :].float()  # (A, 1, n_anchor)
+        return (per_token * w).sum(-1) / w.sum(-1).clamp_min(1)  # eq. 4
+
+    s_p2q = directed(sim, q_mask, p_mask)  # (Bp, Bq)
+    s_q2p = directed(sim.permute(1, 0, 3, 2), p_mask, q_mask)  # (Bq, Bp)
+    return s_p2q, s_q2p
+
+
+def fine_grained_loss(s_p2q: torch.Tensor, s_q2p: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """Eq. 5 for one layer: L_I + L_T, InfoNCE over the batch; the pair (p, p) is the positive. -> scalar."""
+    target = torch.arange(s_p2q.size(0), device=s_p2q.device)
+    return F.cross_entropy(s_p2q / tau, target) + F.cross_entropy(s_q2p / tau, target)
+
+
+def global_infonce(i_g: torch.Tensor, t_g: torch.Tensor, i_key: torch.Tensor, t_key: torch.Tensor,
+                   queue_i: torch.Tensor, queue_t: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
+    """Eqs. 1-2. i_g, t_g (B, D): online global representations; i_key, t_key (B, D): the momentum encoders'
+    representations of the same pairs (positives at matching rows, negatives otherwise); queue_i, queue_t (M, D):
+    earlier momentum keys, L2-normalised. sigma is cosine similarity. -> L_g = (L_i2t + L_t2i) / 2 (batch mean)."""
+    i, t = F.normalize(i_g.float(), dim=-1), F.normalize(t_g.float(), dim=-1)
+    all_t = torch.cat([F.normalize(t_key.float(), dim=-1), queue_t.float()])  # (B + M, D)
+    all_i = torch.cat([F.normalize(i_key.float(), dim=-1), queue_i.float()])
+    target = torch.arange(i.size(0), device=i.device)
+    l_i2t = F.cross_entropy(i @ all_t.T / tau, target)  # eq. 1, first line
+    l_t2i = F.cross_entropy(t @ all_i.T / tau, target)  # eq. 1, second line
+    return 0.5 * (l_i2t + l_t2i)  # eq. 2
+
+
+@torch.no_grad()
+def momentum_update(online: nn.Module, momentum_copy: nn.Module, m: float) -> None:
+    """theta_m <- m theta_m + (1 - m) theta, parameter by parameter (He et al., 2020)."""
+    for p_m, p in zip(momentum_copy.parameters(), online.parameters()):
+        p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
+
+
+class KeyQueue(nn.Module):
+    """Ring buffer of the M most recent (image, text) momentum keys, L2-normalised; only filled rows are used."""
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("image", torch.zeros(size, dim))
+        self.register_buffer("text", torch.zeros(size, dim))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+
+    def contents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (image keys, text keys), each (filled, D), copies (safe to enqueue afterwards)."""
+        n = int(self.filled)
+        return self.image[:n].clone(), self.text[:n].clone()
+
+    @torch.no_grad()
+    def enqueue(self, i_key: torch.Tensor, t_key: torch.Tensor) -> None:
+        size = self.image.size(0)
+        i_key, t_key = F.normalize(i_key.float(), dim=-1)[-size:], F.normalize(t_key.float(), dim=-1)[-size:]
+        idx = (int(self.ptr) + torch.arange(i_key.size(0), device=i_key.device)) % size
+        self.image[idx] = i_key
+        self.text[idx] = t_key
+        self.ptr.fill_((int(self.ptr) + i_key.size(0)) % size)
+        self.filled.fill_(min(int(self.filled) + i_key.size(0), size))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoders.
+
+class ImageEncoder(nn.Module):
+    """ResNet grid features -> tokens -> [CLS; tokens] + sinusoidal positions -> N_i transformer layers."""
+
+    def __init__(self, resnet: nn.Module, feat_dim: int, dim: int, layers: int, heads: int, dropout: float,
+                 image_size: int):
+        super().__init__()
+        self.resnet = resnet
+        self.image_size = image_size
+        self.proj = nn.Linear(feat_dim, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.layers = nn.ModuleList(nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu",
+                                                               batch_first=True) for _ in range(layers))
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
+        """image (B, 3, H, W) in [0, 1] -> (per-layer outputs [(B, 1 + h*w, d)] * N_i, grid (h, w))."""
+        if self.image_size and image.shape[-1] != self.image_size:
+            image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False)
+        grid = self.resnet(pixel_values=(image - self.mean) / self.std).last_hidden_state  # (B, C_r, h, w)
+        h, w = grid.shape[-2:]
+        x = self.proj(grid.flatten(2).transpose(1, 2))  # (B, n_i, d)
+        x = torch.cat([self.cls.expand(x.size(0), -1, -1), x], 1)  # (B, 1 + n_i, d)
+        x = x + sinusoidal_positions(x.size(1), x.size(2), x.device).to(x.dtype)
+        outs = []
+        for layer in self.layers:
+            x = layer(x)
+            outs.append(x)
+        return outs, (h, w)
+
+
+class TextTower(nn.Module):
+    """A Hugging Face text encoder whose every layer output is kept: (B, L) ids -> [(B, L, d)] * N_t."""
+
+    def __init__(self, source: str, manifest, dim: int, layers: int, heads: int, finetune: bool):
+        super().__init__()
+        from transformers import AutoModel, DebertaV2Config, DebertaV2Model
+
+        if source in ("tiny-deberta", "features"):  # image-text sets carry token ids only
+            spec = manifest.modalities["text_ids"]
+            conf = DebertaV2Config(  # deberta-v3-base's architecture switches, small widths
+                vocab_size=spec["vocab_size"], hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
+                intermediate_size=2 * dim, max_position_embeddings=max(64, spec["max_len"]), relative_attention=True,
+                position_buckets=32, max_relative_positions=-1, norm_rel_ebd="layer_norm", share_att_key=True,
+                pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0, pad_token_id=0)
+            self.model = DebertaV2Model(conf)
+        elif "deberta" in source.lower():
+            self.model = AutoModel.from_pretrained(source)
+        else:
+            from .text_encoder import TextEncoder
+            self.model = TextEncoder(source, manifest, tiny_dim=dim, tiny_layers=layers).model
+        self.out_dim = self.model.config.hidden_size
+        self.num_layers = self.model.config.num_hidden_layers
+        if not finetune:
+            for p in self.model.parameters():
+                p.requires_grad_(False)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        out = self.model(input_ids=ids, attention_mask=mask.long(), output_hidden_states=True)
+        return list(out.hidden_states[1:])  # drop the embedding output
+
+
+def _build_resnet(source: str) -> tuple[nn.Module, int]:
+    from transformers import AutoModel, ResNetConfig, ResNetModel
+
+    if source == "tiny-resnet":  # ResNet architecture, two small stages: 32 x 32 -> 4 x 4 grid
+        model = ResNetModel(ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1],
+                                         layer_type="basic"))
+    else:
+        model = AutoModel.from_pretrained(source)
+    return model, model.config.hidden_sizes[-1]
+
+
+class ClipPrior(nn.Module):
+    """Frozen CLIP towers with their projections: image (B, 3, H, W), text -> (i_clip, t_clip), each (B, P)."""
+
+    def __init__(self, source: str, manifest):
+        super().__init__()
+        from transformers import CLIPConfig, CLIPModel
+
+        self.tiny = source == "tiny-clip"
+        if self.tiny:
+            spec, side = manifest.modalities["text_ids"], manifest.modalities["image"]["shape"][-1]
+            conf = CLIPConfig(
+                text_config=dict(vocab_size=spec["vocab_size"], hidden_size=32, intermediate_size=64,
+                                 num_hidden_layers=1, num_attention_heads=2,
+                                 max_position_embeddings=max(64, spec["max_len"]),
+                                 pad_token_id=0, bos_token_id=1, eos_token_id=2),
+                vision_config=dict(image_size=side, patch_size=max(1, side // 4), hidden_size=32,
+                                   intermediate_size=64, num_hidden_layers=1, num_attention_heads=2),
+                projection_dim=32)
+            self.model = CLIPModel(conf)
+        else:
+            self.model = CLIPModel.from_pretrained(source)
+        self.out_dim = self.model.config.projection_dim
+        self.image_size = self.model.config.vision_config.image_size
+        self.eos = self.model.config.text_config.eos_token_id
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+
+    def train(self, mode: bool = True):  # a frozen prior stays in eval mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        image = batch["image"]
+        if image.shape[-1] != self.image_size:
+            image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
+        pooled = self.model.vision_model(pixel_values=(image - self.mean) / self.std).pooler_output
+        i_clip = self.model.visual_projection(pooled)
+        if self.tiny:
+            ids, mask = batch["text_ids"], batch["text_ids_mask"]
+        elif "clip_ids" in batch:  # CLIP-tokenised text; real positions run up to the first end-of-text token
+            ids = batch["clip_ids"]
+            first_eos = (ids == self.eos).long().argmax(1)
+            mask = torch.arange(ids.size(1), device=ids.device)[None, :] <= first_eos[:, None]
+        else:
+            raise ConfigError(f"clip_model={self.model.name_or_path!r} reads CLIP-tokenised text, but the batch has "
+                              "no 'clip_ids': the dataset must carry an array clip_ids (N, Lc) written with the "
+                              "CLIP tokenizer, or set use_clip: false")
+        hidden = self.model.text_model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
+        last = mask.long().sum(1).clamp_min(1) - 1  # the end-of-text position
+        t_clip = self.model.text_projection(hidden[torch.arange(ids.size(0), device=ids.device), last])
+        return i_clip, t_clip
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+@register("infig")
+class INFIG(Method):
+    families = ("image_text",)
+
+    @dataclass(frozen=True)
+    class Config(MethodConfig):
+        # Encoders (Section 4.2): DeBERTa-v3-base; ResNet-50 + 6 transformer layers; CLIP ViT-B/32 as the prior.
+        text_encoder: str = "microsoft/deberta-v3-base"  # or tiny-deberta (= features), tiny-bert, packaged-minilm
+        image_encoder: str = "microsoft/resnet-50"  # or tiny-resnet
+        clip_model: str = "openai/clip-vit-base-patch32"  # or tiny-clip
+        finetune_text: bool = True
+        image_size: int = 224  # images are resized to this before the ResNet (0: as stored)
+        image_layers: int = 6  # N_i
+        heads: int = 12  # image transformer and fusion heads (must divide the text width)
+        tiny_dim: int = 64  # width and depth of the tiny-* text encoders
+        tiny_text_layers: int = 3
+        fusion_layers: int = 3  # 4 on HFM
+        dropout: float = 0.1
+        gelu_on_logits: bool = True  # eq. 11 as printed
+        amp: bool = True  # bfloat16 autocast on CUDA
+        # Global alignment module (eqs. 1-2).
+        use_gam: bool = True
+        use_clip: bool = True  # Table 3 "w/o CLIP": i_g = i_cls, t_g = t_cls
+        gam_layer: int = 1  # which layer from the end gives i_cls / t_cls (Figure 3)
+        gam_normalize_parts: bool = True
+        queue_size: int = 1024  # M (not given in the paper)
+        momentum: float = 0.995  # not given in the paper (ALBEF's value)
+        temperature: float = 0.07  # initial tau, learnable, shared by eqs. 1 and 5
+        lambda_g: float = 0.3
+        # Hierarchical fine-grained alignment module (eqs. 3-6).
+        use_hfam: bool = True
+        hfam_layers: int = 3  # last M layers of both encoders
+        top_j: int = 2  # 2 on MVSA, 3 on TumEmo and HFM
+        lambda_f: float = 0.2
+
+        def validate(self, where: str) -> None:
+            for k in ("image_layers", "fusion_layers", "gam_layer", "hfam_layers", "top_j", "queue_size", "heads"):
+                if getattr(self, k) < 1:
+                    raise ConfigError(f"{where}.{k}: must be >= 1, got {getattr(self, k)}")
+            if not 0.0 <= self.momentum < 1.0:
+                raise ConfigError(f"{where}.momentum: must be in [0, 1), got {self.momentum}")
+            if self.temperature <= 0:
+                raise ConfigError(f"{where}.temperature: must be > 0, got {self.temperature}")
+
+    def __init__(self, cfg: Config, manifest):
+        super().__init__(cfg, manifest)
+        text = TextTower(cfg.text_encoder, manifest, cfg.tiny_dim, cfg.tiny_text_layers, 4, cfg.finetune_text)
+        d = text.out_dim
+        if d % cfg.heads:
+            raise ConfigError(f"methods.infig.heads ({cfg.heads}) must divide the text encoder width ({d})")
+        resnet, feat_dim = _build_resnet(cfg.image_encoder)
+        image = ImageEncoder(resnet, feat_dim, d, cfg.image_layers, cfg.heads, cfg.dropout, cfg.image_size)
+        self.encoders = nn.ModuleDict({"image": image, "text": text})
+        depth = min(cfg.image_layers, text.num_layers)
+        for k in ("gam_layer", "hfam_layers"):
+            if getattr(cfg, k) > depth and (cfg.use_gam if k == "gam_layer" else cfg.use_hfam):
+                raise ConfigError(f"methods.infig.{k} ({getattr(cfg, k)}) exceeds the encoders' depth "
+                                  f"(image {cfg.image_layers}, text {text.num_layers})")
+        # Fusion layers (eqs. 7-11).
+        self.fusion = transformer_encoder(d, cfg.heads, cfg.fusion_layers, dropout=cfg.dropout, activation="gelu")
+        self.attn_score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))  # eq. 8
+        self.proj_k = nn.Linear(d, d)  # eq. 10: W_K, b_K
+        self.classifier = nn.Linear(d, self.out_dim)  # eq. 11: W, b
+        if cfg.use_gam or cfg.use_hfam:
+            self.temp = nn.Parameter(torch.tensor(float(cfg.temperature)))
+        if cfg.use_gam:
+            self.clip = ClipPrior(cfg.clip_model, manifest) if cfg.use_clip else None
+            self.momentum_encoders = copy.deepcopy(self.encoders)
+            for p in self.momentum_encoders.parameters():
+                p.requires_grad_(False)
+            self.queue = KeyQueue(cfg.queue_size, d + (self.clip.out_dim if self.clip is not None else 0))
+
+    # -- encoders -------------------------------------------------------------------------------------------
+    def _encode(self, encoders: nn.ModuleDict, batch: dict[str, torch.Tensor]):
+        image_layers, grid = encoders["image"](batch["image"])
+        text_layers = encoders["text"](batch["text_ids"], batch["text_ids_mask"])
+        return image_layers, text_layers, grid
+
+    def _global(self, image_layers, text_layers, clip_feats) -> tuple[torch.Tensor, torch.Tensor]:
+        """i_g, t_g (B, d [+ P]) from the [CLS] states at layer `gam_layer` from the end (and CLIP)."""
+        l = self.cfg.gam_layer
+        i_cls, t_cls = image_layers[-l][:, 0].float(), text_layers[-l][:, 0].float()
+        if clip_feats is None:
+            return i_cls, t_cls
+        i_clip, t_clip = clip_feats[0].float(), clip_feats[1].float()
+        if self.cfg.gam_normalize_parts:
+            i_cls, t_cls, i_clip, t_clip = (F.normalize(v, dim=-1) for v in (i_cls, t_cls, i_clip, t_clip))
+        return torch.cat([i_cls, i_clip], -1), torch.cat([t_cls, t_clip], -1)
+
+    def _fusion_input(self, image_layers, text_layers, text_mask):
+        i_tok = image_layers[-1][:, 1:]  # (B, n_i, d), [CLS] dropped
+        t_tok, t_mask = text_layers[-1][:, 1:], text_mask[:, 1:]  # (B, n_t, d), [CLS] dropped
+        x = torch.cat([i_tok, t_tok], 1)  # eq. 7 input (B, n_i + n_t, d)
+        mask = torch.cat([torch.ones(i_tok.shape[:2], dtype=torch.bool, device=x.device), t_mask], 1)
+        return x, mask
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        use_amp = self.cfg.amp and batch["image"].is_cuda
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+            image_layers, text_layers, grid = self._encode(self.encoders, batch)
+            x, mask = self._fusion_input(image_layers, text_layers, batch["text_ids_mask"])
+            f = self.fusion(x, src_key_padding_mask=~mask)  # eq. 7: F (B, n_i + n_t, d)
+            g = self.attn_score(f).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(-1)  # eq. 8
+            k_tilde = (g.unsqueeze(-1) * f.float()).sum(1)  # eq. 9 (B, d)
+            k = F.gelu(self.proj_k(k_tilde))  # eq. 10
+            logits = self.classifier(k)  # eq. 11
+            if self.cfg.gelu_on_logits:
+                logits = F.gelu(logits)
+        out = {"pred": self.head(logits.float()), "image_layers": image_layers, "text_layers": text_layers}
+        if self.training and self.cfg.use_gam:
+            clip_feats = self.clip(batch) if self.clip is not None else None
+            out["clip"] = clip_feats
+            out["i_g"], out["t_g"] = self._global(image_layers, text_layers, clip_feats)
+        return out
+
+    # -- losses ---------------------------------------------------------------------------------------------
+    def tau(self) -> torch.Tensor:
+        return self.temp.clamp(0.001, 0.5)
+
+    def global_alignment_loss(self, out, batch) -> torch.Tensor:
+        """Eqs. 1-2 with the momentum encoders' keys; updates the momentum encoders and the queues."""
+        with torch.no_grad():
+            momentum_update(self.encoders, self.momentum_encoders, self.cfg.momentum)
+            with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.amp and batch["image"].is_cuda):
+                image_m, text_m, _ = self._encode(self.momentum_encoders, batch)
+            i_key, t_key = self._global(image_m, text_m, out["clip"])
+        queue_i, queue_t = self.queue.contents()
+        loss = global_infonce(out["i_g"], out["t_g"], i_key, t_key, queue_i, queue_t, self.tau())
+        self.queue.enqueue(i_key, t_key)
+        return loss
+
+    def fine_grained_alignment_loss(self, out, batch) -> torch.Tensor:
+        """Eq. 6: (1 / 2M) sum over the last M layers of (L_T + L_I), image patches vs real text tokens."""
+        m_layers, t_mask = self.cfg.hfam_layers, batch["text_ids_mask"][:, 1:]
+        total = 0.0
+        for m in range(1, m_layers + 1):
+            i_tok, t_tok = out["image_layers"][-m][:, 1:], out["text_layers"][-m][:, 1:]
+            i_mask = torch.ones(i_tok.shape[:2], dtype=torch.bool, device=i_tok.device)
+            s_p2q, s_q2p = topj_similarity(i_tok, t_tok, i_mask, t_mask, self.cfg.top_j)
+            total = total + fine_grained_loss(s_p2q, s_q2p, self.tau())
+        return total / (2 * m_layers)
+
+    def losses(self, out, batch, epoch):
+        terms = {"sc": self.task_loss(out["pred"], batch["y"])}  # eq. 11
+        if self.cfg.use_gam:
+            terms["global"] = self.cfg.lambda_g * self.global_alignment_loss(out, batch)  # eq. 12
+        if self.cfg.use_hfam:
+            terms["fine"] = self.cfg.lambda_f * self.fine_grained_alignment_loss(out, batch)  # eq. 12
+        return terms
+
+    # -- Figure 4 -------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def fusion_word_attention(self, batch: dict[str, torch.Tensor], word_pos: torch.Tensor) -> torch.Tensor:
+        """Attention of the last fusion layer (mean over heads) from one text token to the image patches.
+        word_pos (B,): the token's position in text_ids (>= 1; 0 is [CLS]) -> (B, h, w), rows sum to 1."""
+        was_training = self.training
+        self.eval()
+        image_layers, text_layers, (h, w) = self._encode(self.encoders, batch)
+        x, mask = self._fusion_input(image_layers, text_layers, batch["text_ids_mask"])
+        for layer in self.fusion.layers[:-1]:
+            x = layer(x, src_key_padding_mask=~mask)
+        last = self.fusion.layers[-1]
+        hx = last.norm1(x) if last.norm_first else x
+        _, att = last.self_attn(hx, hx, hx, key_padding_mask=~mask, need_weights=True, average_attn_weights=True)
+        n_i = h * w
+        rows = att[torch.arange(x.size(0), device=x.device), n_i + word_pos.to(x.device) - 1]  # (B, n_i + n_t)
+        patches = rows[:, :n_i]
+        self.train(was_training)
+        return (patches / patches.sum(-1, keepdim=True).clamp_min(1e-12)).view(-1, h, w)
+
+
+def plot_word_attention(image: torch.Tensor, attention: torch.Tensor, word: str, path) -> None:
+    """Figure 4: image (3, H, W) in [0, 1] with the patch attention (h, w) of `word` overlaid; PNG at `path`."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ..io import atomic_path
+
+    side = image.shape[-2:]
+    heat = F.interpolate(attention[None, None].float(), size=side, mode="bilinear", align_corners=False)[0, 0]
+    fig, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
+    ax.imshow(heat.cpu().numpy(), alpha=0.5, cmap="jet")
+    ax.set_title(word)
+    ax.axis("off")
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight", dpi=100)
+    plt.close(fig)
