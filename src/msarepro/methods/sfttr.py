@@ -1,0 +1,497 @@
+"""SFTTR: Sequential Fusion of Text-close and Text-far Representations (Sun & Tian); code base ConFEDE.
+
+    unimodal encoders (sec. 3.2)   T = [CLS] of the text encoder (B, Dt);  V, A = [CLS] of a transformer with a
+                                   learned CLS token and learned positions over (B, Lm, Dm) -> (B, De)
+    decomposition (sec. 3.3)       C_m = close_m(m), F_m = far_m(m): LayerNorm, Linear(-> d) + Tanh, Dropout (B, d)
+    pair selection (eq. 1)         cos([T;V;A]^i, [T;V;A]^j); per anchor 2 same-label neighbours, 4 different-label
+                                   outliers (2 least, 2 most similar)
+    contrastive loss (eqs. 2-8)    NT-Xent over the intra/inter-sample positive and negative pairs, mean over i (17)
+    sequential fusion (eqs. 9-11)  Z_VA = CME(F_V, F_A); Z_VAT = CME(Z_VA, F_T); M = CME(Z_VAT, C_V + C_A + C_T)
+    prediction (eqs. 12-13)        mean over M's 4 positions (B, d) -> MLP -> y_m; MSE
+    unimodal loss (eqs. 14-16)     one MLP on each of the six features, targets [y_m, y_m, y_m, y_T, y_V, y_A];
+                                   only when the dataset has T/A/V labels
+    total (eq. 18)                 L_pred + beta_uni L_uni + beta_cl L_cl
+
+Choices where the paper is silent (see shared METHOD_NOTES.md for what the authors' code did):
+- Pair retrieval `pairs_from`: "batch" selects neighbours and outliers among the other samples of the batch (the
+  paper's wording, "the set of samples in a batch"); "bank" is the authors' code: every `bank_refresh` epochs the
+  [T;V;A] features of the whole training split are recomputed, partners are retrieved from all of it, and the
+  retrieved partners are encoded alongside the batch (about 7x the encoder work). Too few candidates (a small
+  batch, a rare label) leave the missing pairs out rather than padding them.
+- "Same label" means the same rounded M label (the authors' code). The two neighbours are drawn at random from the
+  `neighbour_pool` most similar same-label samples ("randomly select two similar samples with high cosine scores").
+- Eq. 8's denominator, read literally, sums over the pairs of P^i and N^i that share the anchor a
+  (`cl_denominator: anchor`); `all` sums over every pair of P^i and N^i.
+- Schedule: `pretrain_epochs: 0` trains end to end. `pretrain_epochs: K` is the authors' two stages inside the one
+  loop: epochs < K train only the unimodal encoders, each with a linear head on its own label (T/A/V when the
+  dataset has them, else M); later epochs train the rest with the text encoder frozen (audio/vision stay
+  trainable). Early-stopping patience counts the pretraining epochs too, so it must exceed K.
+- Export of the six decomposed test features and a t-SNE plot like the paper's Figure 4:
+  `python -m msarepro.methods.sfttr RUN_DIR [--out DIR]` (see `export_run`).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ConfigError, MethodConfig
+from . import register
+from .base import Method
+from .blocks import transformer_encoder
+from .text_encoder import TextEncoder
+
+if __name__ == "__main__":  # `python -m msarepro.methods.sfttr`: run the packaged module's CLI, register nothing here
+    from msarepro.methods.sfttr import main
+    sys.exit(main())
+
+MODS = ("text", "vision", "audio")  # the order of eq. 1's [T; V; A]
+FEATURES = ("C_T", "C_V", "C_A", "F_T", "F_V", "F_A")  # index k of feats[:, k]; the order of eq. 14
+C_T, C_V, C_A, F_T, F_V, F_A = range(6)
+
+
+class SequenceEncoder(nn.Module):
+    """Unimodal transformer encoder (sec. 3.2): Linear(D_in -> d), a learned [CLS] token and learned positions,
+    `layers` transformer layers; the [CLS] output (B, d)."""
+
+    def __init__(self, in_dim: int, dim: int, layers: int, heads: int, ff: int, max_len: int, dropout: float):
+        super().__init__()
+        self.inp = nn.Linear(in_dim, dim)
+        self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.pos = nn.Parameter(torch.randn(1, max_len + 1, dim) * 0.02)
+        self.encoder = transformer_encoder(dim, heads, layers, ff, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, L, D_in), mask: (B, L) -> (B, d)."""
+        h = torch.cat([self.cls.expand(x.size(0), -1, -1), self.inp(x)], 1) + self.pos[:, : x.size(1) + 1]
+        m = torch.cat([mask.new_ones(mask.size(0), 1), mask], 1)
+        return self.norm(self.encoder(h, src_key_padding_mask=~m)[:, 0])
+
+
+def projector(in_dim: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """Text-close / text-far projector (sec. 3.3): LayerNorm, Linear + Tanh, Dropout."""
+    return nn.Sequential(nn.LayerNorm(in_dim), nn.Linear(in_dim, out_dim), nn.Tanh(), nn.Dropout(dropout))
+
+
+class CrossModalityEncoder(nn.Module):
+    """Z = CME(A, B) (Figure 3): [A + pos + type_A; B + pos + type_B] through a transformer encoder.
+    a: (B, La, d), b: (B, Lb, d) -> (B, La + Lb, d); positions count within each modality."""
+
+    def __init__(self, dim: int, heads: int, layers: int, ff: int, dropout: float, max_len: int = 8):
+        super().__init__()
+        self.pos = nn.Embedding(max_len, dim)
+        self.modality = nn.Embedding(2, dim)  # the two modality-token embeddings
+        self.encoder = transformer_encoder(dim, heads, layers, ff, dropout)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for t, x in enumerate((a, b)):
+            pos = torch.arange(x.size(1), device=x.device)
+            parts.append(x + self.pos(pos)[None] + self.modality.weight[t])
+        return self.norm(self.encoder(torch.cat(parts, 1)))
+
+
+def mlp(in_dim: int, hidden: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, 1))
+
+
+def select_pairs(sim: torch.Tensor, anchor_labels: torch.Tensor, cand_labels: torch.Tensor, exclude: torch.Tensor,
+                 neighbours: int = 2, pool: int = 2, low: int = 2, high: int = 2):
+    """Eq. 1 and the text after it. sim: (B, N) cosine of [T;V;A] features, labels rounded M (B,) and (N,),
+    exclude: (B, N) True where a candidate is the anchor itself.
+    -> neigh (B, neighbours), neigh_ok, outl (B, low + high) [2 least similar, then 2 most similar], outl_ok:
+    indices into the N candidates and masks of which exist. Neighbours: a random `neighbours` of the `pool` most
+    similar same-label candidates (global torch RNG); outliers are disjoint."""
+    B, N = sim.shape
+    same = (anchor_labels[:, None] == cand_labels[None, :]) & ~exclude
+    diff = (anchor_labels[:, None] != cand_labels[None, :]) & ~exclude
+    k = min(pool, N)
+    top_v, top_i = sim.masked_fill(~same, float("-inf")).topk(k, dim=1)  # S_0^i, most similar first
+    ok = torch.isfinite(top_v)
+    score = torch.rand(B, k, device=sim.device).masked_fill(~ok, -1.0)  # random choice among the valid pool
+    pick = score.topk(min(neighbours, k), dim=1).indices
+    neigh, neigh_ok = top_i.gather(1, pick), ok.gather(1, pick)
+    hv, hi = sim.masked_fill(~diff, float("-inf")).topk(min(high, N), dim=1)  # S_1^i, most similar
+    left = diff.clone()
+    left.scatter_(1, hi, False)
+    lv, li = sim.masked_fill(~left, float("inf")).topk(min(low, N), dim=1, largest=False)  # least similar
+    outl = torch.cat([li, hi], 1)
+    outl_ok = torch.cat([torch.isfinite(lv), torch.isfinite(hv)], 1)
+    return neigh, neigh_ok, outl, outl_ok
+
+
+def contrastive_pairs(B: int, neigh: torch.Tensor, neigh_ok: torch.Tensor, outl: torch.Tensor, outl_ok: torch.Tensor):
+    """The pair sets of eqs. 2-7 for anchors i = 0..B-1. Rows of `neigh`/`outl` index a feature table whose first
+    B rows are the anchors. -> long tensors (P,) a_row, a_feat, b_row, b_feat, i (the anchor sample), group (the
+    anchor feature within P^i u N^i, for eq. 8's denominator) and bool positive; only existing pairs."""
+    n, m = neigh.size(1), outl.size(1)
+    part = torch.cat([neigh, outl], 1)  # (B, n+m): N^i u O^i
+    part_ok = torch.cat([neigh_ok, outl_ok], 1)
+    i = torch.arange(B, device=neigh.device)[:, None]
+    rows = []  # (a_row, a_feat, b_row, b_feat, ok, positive, group) each broadcast to (B, s)
+
+    def add(a_row, a_feat, b_row, b_feat, ok, positive, group):
+        rows.append((a_row, a_feat, b_row, b_feat, ok, positive, group))
+
+    one = torch.ones(B, 1, dtype=torch.bool, device=neigh.device)
+    slot = torch.arange(n + m, device=neigh.device)[None]
+    # eq. 4, P_intra: (C_T^i, C_V^i), (C_V^i, C_A^i); (C_T^j, C_V^j), (C_T^j, C_A^j) for j in N^i u O^i
+    add(i, C_T, i, C_V, one, True, C_T)
+    add(i, C_V, i, C_A, one, True, C_V)
+    for fb in (C_V, C_A):
+        add(part, C_T, part, fb, part_ok, True, 3 + slot)
+    # eq. 2, P_inter: (C_m^i, C_m^j) for j in N^i
+    for f in (C_T, C_V, C_A):
+        add(i, f, neigh, f, neigh_ok, True, f)
+    # eq. 5, N_intra: (C_T^i, F_m^i); (C_T^j, F_m^j) for j in N^i u O^i
+    for fb in (F_T, F_V, F_A):
+        add(i, C_T, i, fb, one, False, C_T)
+        add(part, C_T, part, fb, part_ok, False, 3 + slot)
+    # eq. 3, N_inter: (C_m^i, C_m^k) for k in O^i
+    for f in (C_T, C_V, C_A):
+        add(i, f, outl, f, outl_ok, False, f)
+    groups_per_anchor = 3 + n + m
+    out = {k: [] for k in ("a_row", "a_feat", "b_row", "b_feat", "i", "group", "positive")}
+    for a_row, a_feat, b_row, b_feat, ok, positive, group in rows:
+        shape = torch.broadcast_shapes(torch.as_tensor(a_row).shape, torch.as_tensor(b_row).shape, ok.shape)
+        full = lambda v: torch.as_tensor(v, device=neigh.device).expand(shape)  # noqa: E731
+        keep = full(ok)
+        out["a_row"].append(full(a_row)[keep])
+        out["a_feat"].append(full(a_feat)[keep])
+        out["b_row"].append(full(b_row)[keep])
+        out["b_feat"].append(full(b_feat)[keep])
+        out["i"].append(full(i)[keep])
+        out["group"].append((full(i) * groups_per_anchor + full(group))[keep])
+        out["positive"].append(full(positive)[keep])
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def nt_xent(feats: torch.Tensor, pairs: dict[str, torch.Tensor], B: int, temperature: float,
+            denominator: str = "anchor") -> torch.Tensor:
+    """Eqs. 8 and 17. feats: (N, 6, d) decomposed features (rows 0..B-1 are the anchors); pairs from
+    `contrastive_pairs`. l^i = sum_{(a,p) in P^i} -log exp(s_ap) / sum_{(a,k) in P^i u N^i} exp(s_ak), with
+    s = cos / temperature; the denominator runs over pairs with the same anchor a ("anchor") or all of P^i u N^i
+    ("all"). Returns L_cl = mean_i l^i."""
+    a = feats[pairs["a_row"], pairs["a_feat"]]
+    b = feats[pairs["b_row"], pairs["b_feat"]]
+    s = F.cosine_similarity(a, b, dim=-1) / temperature  # (P,)
+    g = pairs["group"] if denominator == "anchor" else pairs["i"]
+    denom = torch.zeros(int(g.max()) + 1 if len(g) else 1, dtype=s.dtype, device=s.device).index_add(0, g, s.exp())
+    pos = pairs["positive"]
+    return (denom[g[pos]].log() - s[pos]).sum() / B
+
+
+@register("sfttr")
+class SFTTR(Method):
+    @dataclass(frozen=True)
+    class Config(MethodConfig):
+        # optimisation, the authors' fusion stage: AdamW (no decay on bias/LayerNorm), linear warm-up
+        optimizer: str = "adamw"
+        lr: float = 1.0e-4
+        weight_decay: float = 1.0e-3
+        scheduler: str = "linear"
+        warmup_ratio: float = 0.1
+        batch_size: int = 16
+        max_epochs: int = 50
+        # unimodal encoders
+        text_encoder: str = "features"  # see methods/text_encoder.py
+        text_pool: str = "cls"  # cls: position 0 ([CLS]); transformer: a CLS transformer like audio/vision's
+        encoder_dim: int = 768  # width of the audio/vision encoders (the authors' 768-d representations)
+        encoder_layers: int = 1  # 1 on MOSI / CH-SIMS, 3 on MOSEI (sec. 4.2)
+        encoder_heads: int = 8
+        encoder_ff: int = 2048
+        encoder_dropout: float = 0.1
+        # decomposition
+        proj_dim: int = 384
+        close_dropout: float = 0.3
+        far_dropout: float = 0.5
+        # fusion; "concat" is Table 3's "-fusion" (the six features concatenated into the regressor)
+        fusion: str = "sequential"
+        fusion_layers: int = 2
+        fusion_heads: int = 8
+        fusion_ff: int = 256
+        fusion_dropout: float = 0.1
+        head_dropout: float = 0.1
+        # contrastive learning; contrastive=false is Table 3's "-cl"
+        contrastive: bool = True
+        beta_cl: float = 0.1
+        temperature: float = 0.5
+        cl_denominator: str = "anchor"  # anchor | all
+        pairs_from: str = "batch"  # batch | bank
+        bank_refresh: int = 2  # epochs between bank recomputations (ConFEDE: 2)
+        neighbours: int = 2
+        neighbour_pool: int = 4
+        outliers_low: int = 2
+        outliers_high: int = 2
+        # unimodal prediction; unimodal_loss=false is Table 3's "-uni"; off anyway without T/A/V labels
+        unimodal_loss: bool = True
+        beta_uni: float = 0.01
+        # two-stage schedule (0 = end to end)
+        pretrain_epochs: int = 0
+
+        def validate(self, where: str) -> None:
+            choices = {"text_pool": ("cls", "transformer"), "fusion": ("sequential", "concat"),
+                       "cl_denominator": ("anchor", "all"), "pairs_from": ("batch", "bank")}
+            for key, ok in choices.items():
+                if getattr(self, key) not in ok:
+                    raise ConfigError(f"{where}.{key}: {getattr(self, key)!r}; expected one of {', '.join(ok)}")
+            if self.proj_dim % self.fusion_heads or self.encoder_dim % self.encoder_heads:
+                raise ConfigError(f"{where}: proj_dim must be divisible by fusion_heads and encoder_dim by "
+                                  "encoder_heads")
+            if self.neighbour_pool < self.neighbours:
+                raise ConfigError(f"{where}.neighbour_pool ({self.neighbour_pool}) must be >= neighbours")
+            if self.pretrain_epochs and self.patience <= self.pretrain_epochs:
+                raise ConfigError(f"{where}.patience ({self.patience}) must exceed pretrain_epochs "
+                                  f"({self.pretrain_epochs}): early stopping counts the pretraining epochs")
+
+    def __init__(self, cfg: Config, manifest):
+        super().__init__(cfg, manifest)
+        mods = manifest.modalities
+        self.text = TextEncoder(cfg.text_encoder, manifest)
+        enc = dict(dim=cfg.encoder_dim, layers=cfg.encoder_layers, heads=cfg.encoder_heads, ff=cfg.encoder_ff,
+                   dropout=cfg.encoder_dropout)
+        self.encoders = nn.ModuleDict({m: SequenceEncoder(mods[m]["dim"], max_len=mods[m]["max_len"], **enc)
+                                       for m in ("vision", "audio")})
+        if cfg.text_pool == "transformer":
+            self.encoders["text"] = SequenceEncoder(self.text.out_dim, max_len=mods["text"]["max_len"], **enc)
+        in_dim = {m: cfg.encoder_dim for m in MODS}
+        if cfg.text_pool == "cls":
+            in_dim["text"] = self.text.out_dim
+        d = cfg.proj_dim
+        self.close = nn.ModuleDict({m: projector(in_dim[m], d, cfg.close_dropout) for m in MODS})
+        self.far = nn.ModuleDict({m: projector(in_dim[m], d, cfg.far_dropout) for m in MODS})
+        if cfg.fusion == "sequential":
+            cme = dict(dim=d, heads=cfg.fusion_heads, layers=cfg.fusion_layers, ff=cfg.fusion_ff,
+                       dropout=cfg.fusion_dropout)
+            self.cme_va, self.cme_vat, self.cme_m = (CrossModalityEncoder(**cme) for _ in range(3))
+            self.regressor = mlp(d, d, cfg.head_dropout)  # eq. 12
+        else:
+            self.regressor = mlp(6 * d, d, cfg.head_dropout)
+        self.use_uni = cfg.unimodal_loss and cfg.beta_uni > 0 and manifest.unimodal_labels
+        if self.use_uni:
+            self.unimodal_head = mlp(d, d, cfg.head_dropout)  # eq. 14, shared by the six features
+        if cfg.pretrain_epochs:
+            self.pretrain_heads = nn.ModuleDict({m: nn.Linear(in_dim[m], 1) for m in MODS})
+        self.stage = "fusion" if not cfg.pretrain_epochs else "pretrain"
+        self._train_split = None
+        self._bank = None
+
+    # ---- encoding -------------------------------------------------------------------------------------------
+    def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """-> {"text", "vision", "audio"}: the unimodal representations T, V, A (B, D_m)."""
+        frozen_text = self.cfg.pretrain_epochs and self.stage == "fusion"
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_text):
+            seq, mask = self.text(batch)  # (B, L, Dt), position 0 = [CLS]
+            t = self.encoders["text"](seq, mask) if "text" in self.encoders else seq[:, 0]
+        out = {"text": t}
+        for m in ("vision", "audio"):
+            out[m] = self.encoders[m](batch[m], batch[f"{m}_mask"])
+        return out
+
+    def decompose(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
+        """-> (B, 6, d): [C_T, C_V, C_A, F_T, F_V, F_A] (sec. 3.3)."""
+        return torch.stack([self.close[m](reps[m]) for m in MODS] + [self.far[m](reps[m]) for m in MODS], 1)
+
+    def fuse(self, feats: torch.Tensor) -> torch.Tensor:
+        """feats (B, 6, d) -> joint representation (B, d) [sequential] or (B, 6d) [concat]."""
+        if self.cfg.fusion == "concat":
+            return feats.flatten(1)
+        f = feats[:, :, None]  # (B, 6, 1, d): each feature as a length-1 sequence
+        z_va = self.cme_va(f[:, F_V], f[:, F_A])  # eq. 9, (B, 2, d)
+        z_vat = self.cme_vat(z_va, f[:, F_T])  # eq. 10, (B, 3, d)
+        m = self.cme_m(z_vat, f[:, C_V] + f[:, C_A] + f[:, C_T])  # eq. 11, (B, 4, d)
+        return m.mean(1)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        reps = self.encode(batch)
+        feats = self.decompose(reps)
+        out = {"pred": self.head(self.regressor(self.fuse(feats))), "feats": feats, "reps": reps,
+               "tva": torch.cat([reps[m] for m in MODS], -1).detach()}  # eq. 1's [T; V; A] (B, Dt+Dv+Da)
+        return out
+
+    # ---- losses ---------------------------------------------------------------------------------------------
+    def losses(self, out, batch, epoch):
+        if self.stage == "pretrain":  # stage 1: each unimodal encoder with its own head
+            return {f"pre_{m}": F.mse_loss(self.pretrain_heads[m](out["reps"][m]).squeeze(-1),
+                                           batch.get(f"y_{m[0].upper()}", batch["y"])) for m in MODS}
+        terms = {"pred": self.task_loss(out["pred"], batch["y"])}  # eq. 13
+        if self.use_uni and "y_T" in batch:  # eqs. 14-16
+            u_hat = self.unimodal_head(out["feats"]).squeeze(-1)  # (B, 6)
+            y = batch["y"]
+            u = torch.stack([y, y, y, batch["y_T"], batch["y_V"], batch["y_A"]], 1)  # eq. 15
+            terms["uni"] = self.cfg.beta_uni * ((u - u_hat) ** 2).sum(1).mean()
+        if self.cfg.contrastive and self.cfg.beta_cl > 0:
+            terms["cl"] = self.cfg.beta_cl * self.contrastive_loss(out, batch)
+        return terms
+
+    def contrastive_loss(self, out, batch) -> torch.Tensor:
+        cfg = self.cfg
+        feats, B = out["feats"], out["feats"].size(0)
+        labels = torch.round(batch["y"].float())
+        if cfg.pairs_from == "batch" or self._bank is None:
+            tva = F.normalize(out["tva"], dim=-1)
+            sim = tva @ tva.T  # eq. 1, (B, B)
+            eye = torch.eye(B, dtype=torch.bool, device=sim.device)
+            neigh, neigh_ok, outl, outl_ok = select_pairs(sim, labels, labels, eye, cfg.neighbours,
+                                                          cfg.neighbour_pool, cfg.outliers_low, cfg.outliers_high)
+        else:  # partners retrieved from the training-set bank, encoded alongside the batch
+            pool, pool_ok, outl_all, outl_all_ok = (t[batch["index"].cpu()] for t in self._bank)
+            score = torch.rand(pool.shape).masked_fill(~pool_ok, -1.0)
+            pick = score.topk(cfg.neighbours, dim=1).indices
+            neigh_rows, neigh_ok = pool.gather(1, pick), pool_ok.gather(1, pick)
+            part = torch.cat([neigh_rows, outl_all], 1)  # (B, K) rows of the training split
+            pbatch = {k: v.to(feats.device) for k, v in self._train_split.batch(part.flatten()).items()}
+            feats = torch.cat([feats, self.decompose(self.encode(pbatch))], 0)  # (B + B*K, 6, d)
+            slots = B + torch.arange(B * part.size(1), device=feats.device).view(B, -1)
+            neigh, outl = slots[:, :cfg.neighbours], slots[:, cfg.neighbours:]
+            neigh_ok, outl_ok = neigh_ok.to(feats.device), outl_all_ok.to(feats.device)
+        pairs = contrastive_pairs(B, neigh, neigh_ok, outl, outl_ok)
+        return nt_xent(feats, pairs, B, cfg.temperature, cfg.cl_denominator)
+
+    # ---- hooks ----------------------------------------------------------------------------------------------
+    def on_epoch_start(self, epoch: int, train_split) -> None:
+        self.stage = "pretrain" if epoch < self.cfg.pretrain_epochs else "fusion"
+        self._train_split = train_split
+        cfg = self.cfg
+        refresh = (epoch - cfg.pretrain_epochs) % cfg.bank_refresh == 0 or self._bank is None
+        if self.stage == "fusion" and cfg.contrastive and cfg.pairs_from == "bank" and refresh:
+            self._bank = self.build_bank(train_split)
+
+    @torch.no_grad()
+    def build_bank(self, split, chunk: int = 256):
+        """Retrieval over the whole training split (the authors' code): -> pool (N, neighbour_pool) most similar
+        same-label rows, pool_ok, outliers (N, 4) [2 least, 2 most similar different-label rows], outliers_ok."""
+        was = self.training
+        self.eval()
+        dev = next(self.parameters()).device
+        tva = []
+        for b in split.batches(chunk, shuffle=False):
+            reps = self.encode({k: v.to(dev) for k, v in b.items()})
+            tva.append(F.normalize(torch.cat([reps[m] for m in MODS], -1), dim=-1).cpu())
+        self.train(was)
+        tva = torch.cat(tva)
+        labels = torch.round(split.tensors["y"].float())
+        n = len(tva)
+        res = []
+        for s in range(0, n, chunk):
+            rows = torch.arange(s, min(n, s + chunk))
+            exclude = rows[:, None] == torch.arange(n)[None, :]
+            pool = self.cfg.neighbour_pool
+            res.append(select_pairs(tva[rows] @ tva.T, labels[rows], labels, exclude, pool, pool,
+                                    self.cfg.outliers_low, self.cfg.outliers_high))
+        return tuple(torch.cat([r[k] for r in res]) for k in range(4))
+
+    def param_groups(self):
+        """AdamW groups: weight decay on weights, none on biases and LayerNorm (the authors' code)."""
+        decay, no_decay = [], []
+        norms = {id(p) for mod in self.modules() if isinstance(mod, nn.LayerNorm) for p in mod.parameters()}
+        for name, p in self.named_parameters():
+            if p.requires_grad:
+                (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
+        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+# ---- export of the decomposed features and Figure 4 ----------------------------------------------------------
+@torch.no_grad()
+def decomposed_features(model: SFTTR, split, device="cpu", batch_size: int = 256) -> np.ndarray:
+    """-> (N, 6, d): [C_T, C_V, C_A, F_T, F_V, F_A] of every sample of `split`, in eval mode."""
+    model.eval()
+    return torch.cat([model(({k: v.to(device) for k, v in b.items()}))["feats"].cpu()
+                      for b in split.batches(batch_size, shuffle=False)]).numpy()
+
+
+def cosine_statistics(feats) -> dict[str, float]:
+    """Mean cosine similarities of (N, 6, d) features: close_close = text-close pairs (C_T,C_V), (C_T,C_A),
+    (C_V,C_A); text_far = C_T against F_T, F_V, F_A (what eqs. 4-5 pull together / push apart)."""
+    f = F.normalize(torch.as_tensor(feats, dtype=torch.float32), dim=-1)
+    cos = lambda a, b: float((f[:, a] * f[:, b]).sum(-1).mean())  # noqa: E731
+    return {"close_close": float(np.mean([cos(C_T, C_V), cos(C_T, C_A), cos(C_V, C_A)])),
+            "text_far": float(np.mean([cos(C_T, F_T), cos(C_T, F_V), cos(C_T, F_A)]))}
+
+
+def plot_tsne(panels: dict[str, np.ndarray], path: Path, seed: int = 0, max_points: int = 500) -> None:
+    """Figure 4: t-SNE of the six decomposed features, one panel per entry of `panels` ((N, 6, d) each)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.manifold import TSNE
+
+    from ..io import atomic_path
+
+    colours = ("red", "green", "blue", "cyan", "yellow", "magenta")  # the paper's colours for C_T .. F_A
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
+    for ax, (title, feats) in zip(axes[0], panels.items()):
+        feats = feats[:max_points]
+        n = len(feats)
+        emb = TSNE(2, perplexity=min(30.0, max(2.0, (6 * n - 1) / 3)), random_state=seed,
+                   init="pca").fit_transform(feats.transpose(1, 0, 2).reshape(6 * n, -1))
+        for k, name in enumerate(FEATURES):
+            pts = emb[k * n:(k + 1) * n]
+            ax.scatter(pts[:, 0], pts[:, 1], s=4, c=colours[k], label=name, edgecolors="none")
+        ax.set_title(title)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[0][0].legend(markerscale=3, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def export_run(run_dir, out_dir=None, params_path="params.yaml", split: str = "test") -> dict:
+    """Load a finished SFTTR run (config.json, best.pt), write <out>/sfttr_features_<split>.npz (the six
+    decomposed features of the trained model and of the same model at initialisation, seeded like the run),
+    sfttr_tsne_<split>.png (Figure 4: initialised vs trained) and return the cosine statistics of both."""
+    import json
+
+    from .. import config
+    from ..data import ensure_dataset, load_dataset
+    from ..data.loader import to_tensors
+    from ..io import atomic_path, write_json
+    from . import build_method, get_method
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir or run_dir)
+    resolved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
+    if resolved["model"] != "sfttr":
+        raise ConfigError(f"{run_dir / 'config.json'}: a {resolved['model']!r} run; export_run reads sfttr runs")
+    data = config.build(config.DataConfig, resolved["data"], "data") if "data" in resolved else \
+        config.load(params_path).data
+    ds = load_dataset(ensure_dataset(resolved["dataset"], data.root, data.synth_seed, data.synth_scale))
+    cfg = config.build(get_method("sfttr").Config, resolved["method"], "methods.sfttr")
+    torch.manual_seed(resolved["seed"])
+    model = build_method("sfttr", cfg, ds.manifest)
+    part = to_tensors(ds)[split]
+    before = decomposed_features(model, part)
+    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)["model"])
+    after = decomposed_features(model, part)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / f"sfttr_features_{split}.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, initialised=before, trained=after, ids=np.array(part.ids), features=np.array(FEATURES))
+    plot_tsne({"(a) initialised": before, "(b) trained SFTTR": after}, out_dir / f"sfttr_tsne_{split}.png")
+    stats = {"initialised": cosine_statistics(before), "trained": cosine_statistics(after)}
+    write_json(out_dir / f"sfttr_cosine_{split}.json", stats)
+    return stats
+
+
+def main(argv=None) -> int:
+    import argparse
+    import json
+
+    p = argparse.ArgumentParser(prog="python -m msarepro.methods.sfttr",
+                                description="Export SFTTR's six decomposed features and a t-SNE plot (Figure 4).")
+    p.add_argument("run", help="a finished sfttr run directory (config.json, best.pt)")
+    p.add_argument("--out", help="output directory (default: the run directory)")
+    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
+    p.add_argument("--params", default="params.yaml")
+    a = p.parse_args(argv)
+    print(json.dumps(export_run(a.run, a.out, a.params, a.split), indent=2))
+    return 0
