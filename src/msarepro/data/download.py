@@ -81,7 +81,7 @@ def _where(f: RemoteFile, endpoint: str | None = None) -> list[str]:
 
 
 def placement_message(info: DatasetInfo, dir: str | Path, raw: str | Path | None = None,
-                      missing: list[RemoteFile] | None = None, reason: str = "") -> str:
+                      missing: list[RemoteFile] | None = None, reason: str = "", endpoint: str | None = None) -> str:
     """What a person must do to provide a real dataset: each file, where to get it, where to put it, its hash."""
     out = Path(dir)
     raw = Path(raw) if raw is not None else raw_dir_for(out, info.name)
@@ -96,7 +96,7 @@ def placement_message(info: DatasetInfo, dir: str | Path, raw: str | Path | None
     for i, f in enumerate(files, 1):
         what = "folder" if f.kind == "dir" else "file"
         lines.append(f"  {i}. {what} {f.filename}" + ("  (optional)" if f.optional else ""))
-        for j, w in enumerate(_where(f)):
+        for j, w in enumerate(_where(f, endpoint)):
             lines.append(f"     {'from:   ' if j == 0 else 'or:     '}{w}")
         lines.append(f"     put at: {raw / f.filename}")
         if f.kind == "dir":
@@ -211,14 +211,16 @@ class Fetcher:
                                and (part.stat().st_size if part.exists() else 0) == before)
                 if attempt >= (min(1, self.retries) if unreachable else self.retries):
                     have = part.stat().st_size if part.exists() else 0
+                    kept = f"; {have} bytes kept in {part}, the next run resumes from there" if have else ""
                     raise DownloadError(f"{dest.name}: download from {url} failed after {attempt + 1} attempts "
-                                        f"({type(e).__name__}: {e}); {have} bytes kept in {part}, the next run "
-                                        "resumes from there") from None
+                                        f"({type(e).__name__}: {e}){kept}") from None
                 time.sleep(self.backoff * 2 ** attempt)
                 attempt += 1
         got = part.stat().st_size
-        if total and got != total:
-            raise DownloadError(f"{part}: {got} bytes, expected {total}: truncated; delete it and run again")
+        if (size or total) and got != (size or total):
+            part.unlink()
+            raise DownloadError(f"{dest.name}: the file downloaded from {url} has {got} bytes, expected "
+                                f"{size or total}: truncated (or a different file); the partial file was deleted")
         digest = sha256_file(part)
         if sha256 and digest != sha256.lower():
             part.unlink()
@@ -376,7 +378,7 @@ def download(name: str, out: str | Path, raw: str | Path | None = None, fetcher:
             else:
                 raise
     if missing:
-        msg = placement_message(info, out, raw, missing)
+        msg = placement_message(info, out, raw, missing, endpoint=endpoint)
         if errors:
             msg = "\n".join(errors) + "\n" + msg
         raise PlacementRequired(msg)

@@ -7,6 +7,8 @@ Per sentence: ids (L,) int64 with [CLS] ... [SEP], features (L, D) float32 = las
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .cache import ItemCache, progress
@@ -19,15 +21,21 @@ def resolve_model(model: str) -> str:
     return model
 
 
+@functools.lru_cache(maxsize=2)
+def _load(model: str, device: str):
+    """(tokenizer, encoder in eval mode), loaded once per process (the encoder is only used without gradients)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    path = resolve_model(model)
+    return AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).to(device).eval()
+
+
 class TextEncoder:
     def __init__(self, model: str = "packaged-minilm", max_len: int = 50, batch_size: int = 32, device: str = "cpu"):
         import torch
-        from transformers import AutoModel, AutoTokenizer
 
         self.model_name, self.max_len, self.batch_size = model, max_len, batch_size
-        path = resolve_model(model)
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.tokenizer, self.model = _load(model, device)
         self.device = torch.device(device)
         self.dim = int(self.model.config.hidden_size)
         self.vocab_size = int(len(self.tokenizer))

@@ -1,0 +1,192 @@
+"""The download stage against a local HTTP server: resume after a cut connection, retries, SHA-256 checks,
+truncated files, atomic placement, the Hugging Face mirror (files and joined parts), the cache (a second run
+does nothing), and the placement message for hand-placed and offline sources."""
+from __future__ import annotations
+
+import hashlib
+import os
+import pickle
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from realdata_fixtures import FileServer, make_mmsa  # noqa: E402
+
+from msarepro.data.download import DownloadError, Fetcher, PlacementRequired, download, placement_message  # noqa: E402
+from msarepro.data.registry import DATASETS, DatasetInfo, RemoteFile  # noqa: E402
+
+PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+SHA = hashlib.sha256(PAYLOAD).hexdigest()
+
+
+@pytest.fixture
+def server():
+    with FileServer() as s:
+        yield s
+
+
+@pytest.fixture
+def fetcher():
+    return Fetcher(retries=3, backoff=0.0, chunk=64 * 1024, progress=False)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_resume_after_cut_connection(server, fetcher, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    server.cut["/f.bin"] = 2  # two responses die half-way
+    digest = fetcher.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", SHA)
+    assert digest == SHA and (tmp_path / "f.bin").read_bytes() == PAYLOAD
+    ranges = [r for p, r in server.requests if p == "/f.bin"]
+    assert ranges == [None, f"bytes={len(PAYLOAD) // 2}-", f"bytes={len(PAYLOAD) * 3 // 4}-"]
+    assert _leftovers(tmp_path) == ["f.bin"]
+
+
+def test_interrupted_download_resumes_on_the_next_run(server, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    server.cut["/f.bin"] = 5
+    with pytest.raises(DownloadError, match="the next run resumes"):
+        Fetcher(retries=0, backoff=0, progress=False).fetch(f"{server.url}/f.bin", tmp_path / "f.bin", SHA)
+    assert not (tmp_path / "f.bin").exists()  # nothing half-placed
+    assert (tmp_path / "f.bin.part").stat().st_size == len(PAYLOAD) // 2
+    server.cut["/f.bin"] = 0
+    Fetcher(retries=0, progress=False).fetch(f"{server.url}/f.bin", tmp_path / "f.bin", SHA)
+    assert server.requests[-1] == ("/f.bin", f"bytes={len(PAYLOAD) // 2}-")
+    assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
+
+
+def test_wrong_hash_is_rejected_and_nothing_is_placed(server, fetcher, tmp_path):
+    server.files["/f.bin"] = PAYLOAD
+    with pytest.raises(DownloadError, match="f.bin: SHA-256 .* does not match") as e:
+        fetcher.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", "0" * 64)
+    assert SHA in str(e.value) and "0" * 64 in str(e.value)
+    assert _leftovers(tmp_path) == []  # neither the file nor its .part
+
+
+def test_truncated_file_is_rejected(server, fetcher, tmp_path):
+    server.files["/f.bin"] = PAYLOAD[:1000]  # the server itself holds a truncated copy
+    with pytest.raises(DownloadError, match="truncated"):
+        fetcher.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", SHA, size=len(PAYLOAD))
+    assert not (tmp_path / "f.bin").exists()
+
+
+def test_http_404_says_to_place_by_hand(server, fetcher, tmp_path):
+    with pytest.raises(DownloadError, match="HTTP 404"):
+        fetcher.fetch(f"{server.url}/missing.bin", tmp_path / "m.bin")
+
+
+# ----------------------------------------------------------------------------------- registry-driven stage
+
+
+def _register(monkeypatch, name: str, files, source="hf") -> DatasetInfo:
+    info = DatasetInfo(name, "trimodal", "mosi", source, "test dataset",
+                       extra={"importer": "mmsa", "files": tuple(files)})
+    monkeypatch.setitem(DATASETS, name, info)
+    return info
+
+
+def test_hf_mirror_download_imports_and_second_run_does_nothing(server, fetcher, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    blob = pickle.dumps(make_mmsa(), protocol=4)
+    server.files["/datasets/org/mirror/resolve/main/tiny.pkl"] = blob
+    _register(monkeypatch, "tiny-mosi", [RemoteFile("tiny.pkl", hashlib.sha256(blob).hexdigest(),
+                                                    hf_repo="org/mirror", hf_path="tiny.pkl")])
+    out = tmp_path / "data" / "tiny-mosi"
+    msg = download("tiny-mosi", out, fetcher=fetcher, endpoint=server.url)
+    assert msg.startswith("imported tiny-mosi") and (out / "manifest.json").exists()
+    assert (tmp_path / "data" / "raw" / "tiny-mosi" / "tiny.pkl").read_bytes() == blob
+    n = len(server.requests)
+    assert "up to date" in download("tiny-mosi", out, fetcher=fetcher, endpoint=server.url)
+    assert len(server.requests) == n  # the cache: no request, no re-import
+
+
+def test_hand_placed_file_with_wrong_hash_is_named_not_used(tmp_path, monkeypatch, fetcher):
+    _register(monkeypatch, "placed", [RemoteFile("p.pkl", "ab" * 32, manual="the authors' site")], "manual")
+    raw = tmp_path / "raw" / "placed"
+    raw.mkdir(parents=True)
+    (raw / "p.pkl").write_bytes(b"not the file")
+    with pytest.raises(PlacementRequired) as e:
+        download("placed", tmp_path / "placed", fetcher=fetcher)
+    text = str(e.value)
+    assert f"{raw / 'p.pkl'}: SHA-256" in text and "ab" * 32 in text and "put at:" in text
+    assert (raw / "p.pkl").exists() and not (tmp_path / "placed").exists()  # the user's file is left alone
+
+
+def test_parts_are_downloaded_joined_and_verified(server, fetcher, tmp_path, monkeypatch):
+    blob = pickle.dumps(make_mmsa(sizes=(10, 4, 4)), protocol=4)
+    k = len(blob) // 3
+    for i, chunk in enumerate((blob[:k], blob[k:2 * k], blob[2 * k:])):
+        server.files[f"/datasets/org/mirror/resolve/main/big/big.pkl.part{i:02d}"] = chunk
+    server.files["/datasets/org/mirror/resolve/main/other/unrelated.bin"] = b"x"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    _register(monkeypatch, "big", [RemoteFile("big.pkl", hashlib.sha256(blob).hexdigest(), hf_repo="org/mirror",
+                                              hf_parts="big/big.pkl.part*")])
+    out = tmp_path / "data" / "big"
+    download("big", out, fetcher=fetcher, endpoint=server.url)
+    raw = tmp_path / "data" / "raw" / "big"
+    assert (raw / "big.pkl").read_bytes() == blob
+    assert _leftovers(raw) == ["big.pkl"]  # parts removed once the joined file verified
+    assert (out / "manifest.json").exists()
+
+
+def test_joined_parts_with_wrong_hash_are_not_placed(server, fetcher, tmp_path, monkeypatch):
+    server.files["/datasets/org/mirror/resolve/main/big/big.pkl.part00"] = b"abc"
+    server.files["/datasets/org/mirror/resolve/main/big/big.pkl.part01"] = b"def"
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    _register(monkeypatch, "big", [RemoteFile("big.pkl", "1" * 64, hf_repo="org/mirror", hf_parts="big/big.pkl.part*")])
+    with pytest.raises(DownloadError, match="2 joined parts"):
+        download("big", tmp_path / "data" / "big", fetcher=fetcher, endpoint=server.url)
+    assert not (tmp_path / "data" / "raw" / "big" / "big.pkl").exists()
+
+
+def test_manual_source_prints_placement_instructions(tmp_path, capsys, monkeypatch):
+    from msarepro.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text((Path(__file__).parents[1] / "params.yaml").read_text())
+    assert main(["data", "download", "simsv2", "--out", "data/simsv2"]) == 2
+    err = capsys.readouterr().err
+    assert "simsv2_unaligned.pkl" in err and "https://github.com/thuiar/ch-sims-v2" in err
+    assert f"put at: {Path('data/raw/simsv2/simsv2_unaligned.pkl')}" in err
+    assert "none published" in err and "Traceback" not in err
+
+
+def test_offline_real_dataset_fails_fast_with_the_placement_message(tmp_path, capsys, monkeypatch):
+    from msarepro.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    (tmp_path / "params.yaml").write_text((Path(__file__).parents[1] / "params.yaml").read_text())
+    assert main(["data", "download", "mosi", "--out", "data/mosi"]) == 2
+    err = capsys.readouterr().err
+    assert "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524" in err
+    assert "Bluexxx/SemMSA-data" in err and "data/raw/mosi/mosi_unaligned_50.pkl" in err
+    assert not (tmp_path / "data" / "mosi").exists()
+
+
+def test_training_on_an_absent_real_dataset_raises_the_placement_message(tmp_path):
+    from msarepro.data import ensure_dataset
+
+    with pytest.raises(FileNotFoundError) as e:
+        ensure_dataset("hfm", tmp_path)
+    assert str(e.value) == placement_message(DATASETS["hfm"], tmp_path / "hfm")
+    assert "dataset_image" in str(e.value) and "headacheboy" in str(e.value)
+
+
+def test_every_real_dataset_is_registered_with_its_preset_facts():
+    real = {"mosi", "mosei", "sims", "simsv2", "mvsa-single", "mvsa-multiple", "hfm", "tumemo"}
+    assert real <= set(DATASETS)
+    for name in real:
+        info = DATASETS[name]
+        assert info.extra["files"] and set(info.extra["splits"]) == {"train", "valid", "test"}
+        msg = placement_message(info, Path("data") / name)
+        assert all(f.filename in msg for f in info.extra["files"])
+    published = {f.sha256 for n in ("mosi", "mosei", "sims") for f in DATASETS[n].extra["files"]}
+    assert len(published) == 3 and all(len(h) == 64 for h in published)
+    assert os.environ.get("DVC_NO_ANALYTICS") == "1"
