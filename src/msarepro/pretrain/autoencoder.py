@@ -1,0 +1,192 @@
+"""AE-MT's per-modality autoencoders and the two pretraining tasks (Feng et al. 2024, section 3.2).
+
+Per modality m in {text, audio, vision} (B = batch, L = sequence length, D_m = input width, d = model width):
+    X_m (B, L, D_m) --Conv1D, kernel k_m (eq. 1)--> F_m (B, L, d) --E_m (eq. 2)--> H_m (B, L, d)
+    H_m --D_m (eq. 3)--> F'_m (B, L, d) --Conv1D, kernel k_m (eq. 4)--> X^_m (B, L, D_m)
+    L_recon = sum_m masked-MSE(X^_m, X_m)                                         (eq. 5)
+Modality-consistency detection:
+    with probability p one modality of a sample is replaced by another sample's; y^tamper = 1 (eq. 6)
+    C([mean H_t; mean H_a; mean H_v]) -> logit of P(tampered)                     (eqs. 7-8)
+    L_consistency = binary cross-entropy                                          (eq. 9)
+    L_ae = L_recon + lambda_1 * L_consistency                                     (eq. 10)
+
+`ModalityEncoder` (Conv1D + E_m) is the part that AE-MT's fine-tuning reuses. E_m and D_m are transformer stacks
+(Table 2: 3 + 3 layers) or LSTMs (Table 5, "w/o TR"). Choices the paper leaves open, made here:
+- eq. 5 writes the target as F_m, but eq. 4 maps back to "the same dimension as the original sample": the
+  target is the (pooled) input X_m; padded positions are excluded;
+- the transformer decoder's queries are sinusoidal positions attending to H_m (so every reconstruction goes
+  through the hidden features); E_m gets sinusoidal positions added to F_m;
+- eq. 7 concatenates hidden features of different lengths: each H_m is mean-pooled over its real positions first;
+- the donor of a tampered modality is another sample of the same batch.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..methods.blocks import masked_mean, sinusoidal_positions, transformer_encoder
+
+MODS = ("text", "audio", "vision")
+Inputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (sequence (B, L, D), mask (B, L))
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """The architecture of one modality encoder; stored with pretrained weights and checked when loading."""
+    dim: int  # d
+    heads: int
+    layers: int  # encoder layers (Table 2: 3)
+    kernel: int  # k_m, odd (length is kept)
+    arch: str  # "transformer" | "lstm" (Table 5, w/o TR)
+    dropout: float
+    pool_len: int  # common length every modality is average-pooled to (section 4.2.1); 0 = not pooled
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def average_pool(x: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average-pool each sample's real positions to `length` bins (section 4.2.1).
+
+    x: (B, L, D), mask: (B, L) right-padded -> ((B, length, D), (B, length) all True). Bin j of a sample with
+    n real positions averages positions [floor(j n / length), ceil((j + 1) n / length)), as adaptive average
+    pooling does, so a sample's result does not depend on the other samples in its batch.
+    """
+    n = mask.long().sum(1).clamp_min(1)[:, None]  # (B, 1)
+    j = torch.arange(length, device=x.device)[None, :]  # (1, P)
+    start = (j * n) // length  # (B, P)
+    end = ((j + 1) * n + length - 1) // length
+    pos = torch.arange(x.size(1), device=x.device)[None, None, :]  # (1, 1, L)
+    w = ((pos >= start[..., None]) & (pos < end[..., None])).to(x.dtype)  # (B, P, L)
+    w = w / w.sum(-1, keepdim=True)
+    return w @ x, torch.ones(x.size(0), length, dtype=torch.bool, device=x.device)
+
+
+def pool_inputs(inputs: Inputs, length: int) -> Inputs:
+    if length <= 0:
+        return inputs
+    return {m: average_pool(x, mask, length) for m, (x, mask) in inputs.items()}
+
+
+def _conv(in_dim: int, out_dim: int, kernel: int) -> nn.Conv1d:
+    if kernel < 1 or kernel % 2 == 0:
+        raise ValueError(f"Conv1D kernel k_m must be odd and positive (the sequence length is kept); got {kernel}")
+    return nn.Conv1d(in_dim, out_dim, kernel, padding=(kernel - 1) // 2)
+
+
+def _conv_seq(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    return conv(x.transpose(1, 2)).transpose(1, 2)  # (B, L, Din) -> (B, L, Dout)
+
+
+def _run_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    lengths = mask.long().sum(1).clamp_min(1).cpu()
+    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+    out, _ = lstm(packed)
+    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
+
+
+class ModalityEncoder(nn.Module):
+    """Eqs. 1-2: X_m (B, L, D_m) -> H_m (B, L, d)."""
+
+    def __init__(self, in_dim: int, spec: EncoderSpec):
+        super().__init__()
+        self.in_dim, self.spec = in_dim, spec
+        self.conv = _conv(in_dim, spec.dim, spec.kernel)  # eq. 1
+        if spec.arch == "transformer":
+            self.body = transformer_encoder(spec.dim, spec.heads, spec.layers, dropout=spec.dropout)
+        elif spec.arch == "lstm":
+            self.body = nn.LSTM(spec.dim, spec.dim, spec.layers, batch_first=True,
+                                dropout=spec.dropout if spec.layers > 1 else 0.0)
+        else:
+            raise ValueError(f"encoder architecture {spec.arch!r}: expected 'transformer' or 'lstm'")
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        f = _conv_seq(self.conv, x)  # F_m (B, L, d), eq. 1
+        if self.spec.arch == "lstm":
+            return _run_lstm(self.body, f, mask)  # eq. 2 with an LSTM
+        f = f + sinusoidal_positions(f.size(1), f.size(2), f.device)
+        return self.body(f, src_key_padding_mask=~mask)  # H_m, eq. 2
+
+
+class ModalityDecoder(nn.Module):
+    """Eqs. 3-4: H_m (B, L, d) -> X^_m (B, L, D_m)."""
+
+    def __init__(self, out_dim: int, spec: EncoderSpec, layers: int):
+        super().__init__()
+        self.spec = spec
+        if spec.arch == "transformer":
+            layer = nn.TransformerDecoderLayer(spec.dim, spec.heads, 4 * spec.dim, spec.dropout,
+                                               batch_first=True, norm_first=True)
+            self.body = nn.TransformerDecoder(layer, layers)
+        else:
+            self.body = nn.LSTM(spec.dim, spec.dim, layers, batch_first=True,
+                                dropout=spec.dropout if layers > 1 else 0.0)
+        self.conv = _conv(spec.dim, out_dim, spec.kernel)  # eq. 4
+
+    def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        if self.spec.arch == "lstm":
+            f = _run_lstm(self.body, h, mask)
+        else:
+            queries = sinusoidal_positions(h.size(1), h.size(2), h.device).expand(h.size(0), -1, -1)
+            f = self.body(queries, h, tgt_key_padding_mask=~mask, memory_key_padding_mask=~mask)  # F'_m, eq. 3
+        return _conv_seq(self.conv, f)  # X^_m, eq. 4
+
+
+class Autoencoders(nn.Module):
+    """The three autoencoders and the consistency classifier C (eqs. 7-8)."""
+
+    def __init__(self, in_dims: dict[str, int], spec: EncoderSpec, decoder_layers: int):
+        super().__init__()
+        self.spec = spec
+        self.encoders = nn.ModuleDict({m: ModalityEncoder(in_dims[m], spec) for m in MODS})
+        self.decoders = nn.ModuleDict({m: ModalityDecoder(in_dims[m], spec, decoder_layers) for m in MODS})
+        d = spec.dim
+        self.classifier = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Linear(d, 1))
+
+    def forward(self, inputs: Inputs) -> dict:
+        """inputs (already pooled) -> hidden {m: (B, L, d)}, recon {m: (B, L, D_m)}, logit (B,)."""
+        hidden = {m: self.encoders[m](*inputs[m]) for m in MODS}
+        recon = {m: self.decoders[m](hidden[m], inputs[m][1]) for m in MODS}
+        pooled = torch.cat([masked_mean(hidden[m], inputs[m][1]) for m in MODS], dim=-1)  # F^tamper (B, 3d), eq. 7
+        return {"hidden": hidden, "recon": recon, "logit": self.classifier(pooled).squeeze(-1)}  # eq. 8
+
+
+def tamper(inputs: Inputs, p: float, generator: torch.Generator) -> tuple[Inputs, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Eq. 6: each sample is tampered with probability p: one modality, chosen uniformly, is replaced by the
+    same modality of another sample of the batch (with its mask).
+
+    -> (tampered inputs, y^tamper (B,) float in {0, 1}, modality index (B,) into MODS or -1, donor row (B,)).
+    """
+    x0 = inputs[MODS[0]][0]
+    B, device = x0.size(0), x0.device
+    rows = torch.arange(B)
+    if B < 2:  # nothing to swap with
+        return dict(inputs), torch.zeros(B, device=device), torch.full((B,), -1, dtype=torch.long, device=device), rows.to(device)
+    tampered = torch.rand(B, generator=generator) < p
+    which = torch.randint(0, len(MODS), (B,), generator=generator)
+    donor = (rows + torch.randint(1, B, (B,), generator=generator)) % B  # never the sample itself
+    out = {}
+    for k, m in enumerate(MODS):
+        src = torch.where(tampered & (which == k), donor, rows).to(device)
+        x, mask = inputs[m]
+        out[m] = (x[src], mask[src])
+    which = torch.where(tampered, which, torch.full_like(which, -1))
+    return out, tampered.float().to(device), which.to(device), donor.to(device)
+
+
+def reconstruction_loss(recon: dict[str, torch.Tensor], inputs: Inputs) -> torch.Tensor:
+    """Eq. 5 summed over modalities: mean squared error over real positions and features."""
+    total = 0.0
+    for m in MODS:
+        x, mask = inputs[m]
+        w = mask.unsqueeze(-1).to(x.dtype)
+        total = total + (((recon[m] - x) ** 2) * w).sum() / (w.sum() * x.size(-1)).clamp_min(1.0)
+    return total
+
+
+def consistency_loss(logit: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Eq. 9: binary cross-entropy of P(tampered) = sigmoid(logit)."""
+    return F.binary_cross_entropy_with_logits(logit, y)

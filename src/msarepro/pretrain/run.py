@@ -1,0 +1,186 @@
+"""`msarepro pretrain`: AE-MT's autoencoder pretraining on a dataset's unlabeled pool (section 3.2).
+
+Settings: the `pretrain:` section of params.yaml (`PretrainConfig`, with `presets:` per dataset preset as under
+`methods:`). The encoder architecture (width, heads, layers, kernel, transformer | lstm, pooled length) is
+`methods.aemt`'s for the same dataset, so pretraining and fine-tuning cannot disagree about it; encoders.pt
+records it and fine-tuning checks it.
+
+Pool: the dataset's `unlabeled` split when it has one (CH-SIMS v2 (u), synth-sims), else the training split
+with labels ignored (as the paper does for MOSEI). A fixed `heldout` fraction of the pool is kept aside (the
+paper splits its unlabeled clips into a training and a test part): the held-out figures are computed each
+epoch with a fixed tampering, and the encoders of the epoch with the lowest held-out L_ae are kept.
+
+Output directory (written atomically):
+    encoders.pt   {"spec", "in_dims", "encoders": {m: state_dict}, "config", "dataset", "dataset_files", "seed"}
+    history.csv   per epoch: train_/heldout_ recon, consistency, loss, tamper_acc; lr (a DVC plot)
+    metrics.json  held-out figures before training and at the kept epoch, chance level of tamper detection
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .. import __version__
+from ..config import ConfigError, Params, build
+from ..data import ensure_dataset, load_dataset
+from ..data.loader import SplitTensors, to_device
+from ..io import atomic_path, write_json
+from .autoencoder import MODS, Autoencoders, consistency_loss, pool_inputs, reconstruction_loss, tamper
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    epochs: int = 500  # Table 2
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max grad norm; 0 = off
+    plateau_patience: int = 10  # ReduceLROnPlateau on the held-out L_ae (factor 0.5); 0 = constant lr
+    patience: int = 0  # stop after this many epochs without held-out improvement; 0 = run every epoch
+    decoder_layers: int = 3  # Table 2
+    consistency_weight: float = 0.4  # lambda_1, eq. 10 (Table 2); 0 = w/o MCD (Table 5)
+    tamper_p: float = 0.5  # p^tamper, eq. 6 (not printed)
+    heldout: float = 0.1  # fraction of the pool held out
+    method: str = "aemt"  # whose params block gives the encoder architecture
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.tamper_p <= 1.0:
+            raise ConfigError(f"{where}.tamper_p: {self.tamper_p}; expected a probability in [0, 1]")
+        if not 0.0 < self.heldout < 1.0:
+            raise ConfigError(f"{where}.heldout: {self.heldout}; expected a fraction in (0, 1)")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(f"{where}: epochs must be >= 1 and batch_size >= 2 (tampering swaps within a batch)")
+
+
+def pretrain_config(params: Params, preset: str) -> PretrainConfig:
+    block = dict(params.extra.get("pretrain") or {})
+    presets = block.pop("presets", {}) or {}
+    return build(PretrainConfig, {**block, **(presets.get(preset) or {})}, "pretrain")
+
+
+def _pool_split(ds) -> tuple[str, SplitTensors]:
+    name = "unlabeled" if "unlabeled" in ds.splits else "train"
+    m = ds.manifest
+    return name, SplitTensors(ds.splits[name], m.task, m.label_columns, ("text", "audio", "vision"))
+
+
+def _inputs(batch: dict, pool_len: int):
+    return pool_inputs({m: (batch[m], batch[f"{m}_mask"]) for m in MODS}, pool_len)
+
+
+def _step_figures(model, inputs, p, gen, weight) -> dict[str, torch.Tensor]:
+    tampered, y, _, _ = tamper(inputs, p, gen)
+    out = model(tampered)
+    recon = reconstruction_loss(out["recon"], tampered)  # eq. 5
+    cons = consistency_loss(out["logit"], y)  # eq. 9
+    acc = ((out["logit"] > 0).float() == y).float().mean()
+    return {"recon": recon, "consistency": cons, "loss": recon + weight * cons, "tamper_acc": acc}  # eq. 10
+
+
+@torch.no_grad()
+def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig, pool_len: int, seed: int,
+             device) -> dict[str, float]:
+    """Held-out figures with a tampering fixed by `seed` (the same every epoch)."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    sums, n = {}, 0
+    for s in range(0, len(idx), cfg.batch_size):
+        batch = to_device(split.batch(idx[s:s + cfg.batch_size]), device)
+        f = _step_figures(model, _inputs(batch, pool_len), cfg.tamper_p, gen, cfg.consistency_weight)
+        k = len(batch["index"])
+        for name, v in f.items():
+            sums[name] = sums.get(name, 0.0) + float(v) * k
+        n += k
+    return {name: v / n for name, v in sums.items()}
+
+
+def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, device: str | None = None,
+                    progress: bool = True) -> dict:
+    from ..train import _progress, pick_device, seed_everything, RunSpec
+
+    out = Path(out)
+    data_dir = ensure_dataset(dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
+    ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes, splits=("train", "unlabeled"))
+    manifest = ds.manifest
+    if manifest.family != "trimodal":
+        raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
+    preset = manifest.preset or manifest.name
+    cfg = pretrain_config(params, preset)
+    mcfg = params.method_config(cfg.method, preset)
+    from ..methods import get_method
+    spec = get_method(cfg.method).encoder_spec(mcfg)
+    dev = pick_device(device)
+    seed_everything(seed)
+    pool_name, pool = _pool_split(ds)
+    order = torch.from_numpy(np.random.default_rng(0).permutation(len(pool)))  # fixed held-out part
+    n_held = max(2, int(round(cfg.heldout * len(pool))))
+    held_idx, train_idx = order[:n_held], order[n_held:]
+    in_dims = {m: manifest.modalities[m]["dim"] for m in MODS}
+    model = Autoencoders(in_dims, spec, cfg.decoder_layers).to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.plateau_patience)
+             if cfg.plateau_patience > 0 else None)
+    eval_seed = seed + 7919
+    initial = evaluate(model, pool, held_idx, cfg, spec.pool_len, eval_seed, dev)
+    history, best, best_state, bad = [], None, None, 0
+    t0 = time.perf_counter()
+    bar = _progress(range(cfg.epochs), RunSpec("aemt-pretrain", dataset, seed, out, progress=progress),
+                    f"pretrain/{manifest.name}/{seed}")
+    for epoch in bar:
+        model.train()
+        gen = torch.Generator().manual_seed(seed * 1000 + epoch)
+        perm = train_idx[torch.randperm(len(train_idx), generator=gen)]
+        sums, n = {}, 0
+        for s in range(0, len(perm), cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            if len(idx) < 2:
+                continue
+            batch = to_device(pool.batch(idx), dev)
+            f = _step_figures(model, _inputs(batch, spec.pool_len), cfg.tamper_p, gen, cfg.consistency_weight)
+            opt.zero_grad(set_to_none=True)
+            f["loss"].backward()
+            if cfg.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            for name, v in f.items():
+                sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
+            n += len(idx)
+        held = evaluate(model, pool, held_idx, cfg, spec.pool_len, eval_seed, dev)
+        row = {"epoch": epoch, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
+               **{f"heldout_{k}": v for k, v in held.items()}, "lr": opt.param_groups[0]["lr"]}
+        history.append(row)
+        if sched is not None:
+            sched.step(held["loss"])
+        if best is None or held["loss"] < best["heldout_loss"]:
+            best, bad = row, 0
+            best_state = {m: {k: v.detach().cpu().clone() for k, v in model.encoders[m].state_dict().items()}
+                          for m in MODS}
+        else:
+            bad += 1
+        if hasattr(bar, "set_postfix"):
+            bar.set_postfix(recon=f"{held['recon']:.4f}", acc=f"{held['tamper_acc']:.3f}")
+        if cfg.patience and bad >= cfg.patience:
+            break
+    elapsed = time.perf_counter() - t0
+    with atomic_path(out / "encoders.pt") as tmp:
+        torch.save({"spec": spec.as_dict(), "in_dims": in_dims, "encoders": best_state, "config": asdict(cfg),
+                    "dataset": manifest.name, "dataset_files": manifest.files, "seed": seed,
+                    "best_epoch": best["epoch"], "msarepro": __version__}, tmp)
+    with atomic_path(out / "history.csv") as tmp:
+        pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.6g")
+    result = {
+        "dataset": manifest.name, "pool": pool_name, "pool_train": len(train_idx), "pool_heldout": len(held_idx),
+        "seed": seed, "epochs_run": len(history), "best_epoch": best["epoch"],
+        "tamper_chance": max(cfg.tamper_p, 1 - cfg.tamper_p),
+        "initial": {f"heldout_{k}": v for k, v in initial.items()},
+        "best": {k: v for k, v in best.items() if k.startswith("heldout_")},
+        "seconds": elapsed, "config": asdict(cfg), "encoder": spec.as_dict(),
+    }
+    write_json(out / "metrics.json", result)
+    return result

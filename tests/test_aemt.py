@@ -1,0 +1,226 @@
+"""AE-MT: pooling, tampering (eq. 6), the autoencoders' reconstruction path (eqs. 1-5), the contrastive term
+(eqs. 17-18) on a hand-computed case, and pretraining -> fine-tuning through the real loop."""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+from msarepro import config
+from msarepro.data import load_dataset
+from msarepro.data.format import write_dataset
+from msarepro.data.loader import to_tensors
+from msarepro.methods import build_method
+from msarepro.methods.aemt import contrastive_loss, polarity
+from msarepro.pretrain.autoencoder import (MODS, Autoencoders, EncoderSpec, average_pool, reconstruction_loss,
+                                           tamper)
+from msarepro.pretrain.run import run_pretraining
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SPEC = EncoderSpec(dim=8, heads=2, layers=1, kernel=3, arch="transformer", dropout=0.0, pool_len=0)
+
+
+def _params(tmp_path, *overrides):
+    raw = config.load_raw(ROOT / "params.yaml")
+    over = [f"data.root={tmp_path / 'data'}", "pretrain.presets.synth-sims.epochs=3",
+            "pretrain.presets.synth-mosi.epochs=3", *overrides]
+    return config.from_dict(config.apply_overrides(raw, over))
+
+
+def test_average_pool_is_adaptive_pooling_over_each_samples_real_positions():
+    torch.manual_seed(0)
+    x = torch.randn(3, 10, 4)
+    lengths = torch.tensor([10, 7, 3])
+    mask = torch.arange(10)[None] < lengths[:, None]
+    pooled, pmask = average_pool(x, mask, 5)
+    assert pooled.shape == (3, 5, 4) and pmask.all()
+    for i, n in enumerate(lengths.tolist()):
+        ref = F.adaptive_avg_pool1d(x[i:i + 1, :n].transpose(1, 2), 5).transpose(1, 2)[0]
+        assert torch.allclose(pooled[i], ref, atol=1e-6)
+    # padded positions never count: changing them changes nothing
+    x2 = x.clone()
+    x2[~mask] = 99.0
+    assert torch.allclose(average_pool(x2, mask, 5)[0], pooled)
+
+
+def _id_inputs(B: int) -> dict:
+    """Every modality row of sample i holds the value i (+ 1000 k for modality k); masks differ per sample."""
+    out = {}
+    for k, m in enumerate(MODS):
+        x = (torch.arange(B, dtype=torch.float32) + 1000 * k)[:, None, None].expand(B, 4, 2).clone()
+        mask = torch.arange(4)[None] < (torch.arange(B) % 4 + 1)[:, None]
+        out[m] = (x, mask)
+    return out
+
+
+def test_tamper_labels_match_what_was_swapped():
+    B = 64
+    inputs = _id_inputs(B)
+    out, y, which, donor = tamper(inputs, 0.5, torch.Generator().manual_seed(3))
+    assert y.dtype == torch.float32 and set(y.unique().tolist()) == {0.0, 1.0}
+    for i in range(B):
+        swapped = [k for k, m in enumerate(MODS) if out[m][0][i, 0, 0].item() != inputs[m][0][i, 0, 0].item()]
+        if y[i] == 0:
+            assert swapped == [] and which[i] == -1
+        else:
+            assert swapped == [which[i].item()]  # exactly one modality, the one reported
+            m = MODS[swapped[0]]
+            j = donor[i].item()
+            assert j != i
+            assert torch.equal(out[m][0][i], inputs[m][0][j])  # it is the donor's ...
+            assert torch.equal(out[m][1][i], inputs[m][1][j])  # ... with the donor's mask
+
+
+@pytest.mark.parametrize("p", [0.0, 0.3, 1.0])
+def test_tamper_rate_matches_p(p):
+    gen = torch.Generator().manual_seed(0)
+    inputs = _id_inputs(50)
+    ys, whichs = [], []
+    for _ in range(200):  # 10 000 samples: the rate's standard error is below 0.005
+        _, y, which, _ = tamper(inputs, p, gen)
+        ys.append(y)
+        whichs.append(which)
+    y, which = torch.cat(ys), torch.cat(whichs)
+    assert abs(y.mean().item() - p) < 0.02
+    if p > 0:
+        share = torch.bincount(which[which >= 0], minlength=3).float() / (which >= 0).sum()
+        assert torch.allclose(share, torch.full((3,), 1 / 3), atol=0.03)  # the modality is chosen uniformly
+
+
+@pytest.mark.parametrize("arch", ["transformer", "lstm"])
+def test_reconstruction_path_shapes_and_masked_loss(arch):
+    torch.manual_seed(0)
+    dims, lens = {"text": 5, "audio": 3, "vision": 7}, {"text": 6, "audio": 9, "vision": 4}
+    model = Autoencoders(dims, replace(SPEC, arch=arch), decoder_layers=2)
+    inputs = {}
+    for m in MODS:
+        mask = torch.arange(lens[m])[None] < torch.tensor([lens[m], 2, 3])[:, None]
+        inputs[m] = (torch.randn(3, lens[m], dims[m]) * mask[..., None], mask)
+    out = model(inputs)
+    for m in MODS:
+        assert out["hidden"][m].shape == (3, lens[m], SPEC.dim)  # H_m, eq. 2
+        assert out["recon"][m].shape == (3, lens[m], dims[m])  # X^_m, eq. 4: back to the input width
+    assert out["logit"].shape == (3,)
+    # eq. 5 by hand: a reconstruction off by 1 on every real entry costs 1 per modality; padding is ignored
+    recon = {m: inputs[m][0] + 1.0 + 50.0 * (~inputs[m][1])[..., None] for m in MODS}
+    assert reconstruction_loss(recon, inputs).item() == pytest.approx(3.0)
+
+
+def test_contrastive_loss_hand_computed():
+    z = torch.tensor([[1.0, 0.0], [0.0, 2.0], [-3.0, 0.0]])  # cosines: s01 = 0, s02 = -1, s12 = 0
+    z_sp = torch.tensor([[1.0, 0.0], [1.0, 1.0], [-1.0, 0.0]])  # cosines with anchors: 1, 1/sqrt(2), 1
+    y = torch.tensor([0.4, 0.0, -1.2])  # MOSI convention: 0 counts as non-negative -> polarities +, +, -
+    pol = polarity(y, "mosi")
+    neg = pol[:, None] != pol[None, :]
+    weak = ~neg
+    t = 0.5
+    e = lambda s: math.exp(s / t)  # noqa: E731
+    # anchor 0: strong 1, weak {1}: 0, negatives {2}: -1
+    l0 = -math.log((e(1) + e(0)) / e(-1))
+    l1 = -math.log((e(1 / math.sqrt(2)) + e(0)) / e(0))  # anchor 1: weak {0}, negatives {2}
+    l2 = -math.log(e(1) / (e(-1) + e(0)))  # anchor 2: no weak positive, negatives {0, 1}
+    got = contrastive_loss(z, z_sp, weak, neg, t, "negatives")
+    assert got.item() == pytest.approx((l0 + l1 + l2) / 3, rel=1e-5)
+    a0 = -math.log((e(1) + e(0)) / (e(1) + e(0) + e(-1)))
+    a1 = -math.log((e(1 / math.sqrt(2)) + e(0)) / (e(1 / math.sqrt(2)) + e(0) + e(0)))
+    a2 = -math.log(e(1) / (e(1) + e(-1) + e(0)))
+    assert contrastive_loss(z, z_sp, weak, neg, t, "all").item() == pytest.approx((a0 + a1 + a2) / 3, rel=1e-5)
+    # anchors without any negative are skipped; with none at all the term is 0 (and still differentiable)
+    zr = z.clone().requires_grad_(True)
+    none = torch.zeros(3, 3, dtype=torch.bool)
+    zero = contrastive_loss(zr, z_sp, ~none, none, t, "negatives")
+    zero.backward()
+    assert zero.item() == 0.0 and zr.grad is not None
+
+
+def test_sims_polarity_counts_neutral_as_negative():
+    assert polarity(torch.tensor([-0.2, 0.0, 0.2]), "sims").tolist() == [False, False, True]
+    assert polarity(torch.tensor([-0.2, 0.0, 0.2]), "mosi").tolist() == [False, True, True]
+
+
+def test_ablation_switches(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    cfg = params.method_config("aemt", "synth-sims")
+    batch = to_tensors(ds)["train"].batch(torch.arange(8))
+    torch.manual_seed(0)
+    full = build_method("aemt", cfg, ds.manifest).train()
+    out = full(batch)
+    assert set(full.losses(out, batch, 0)) == {"senti", "contrastive"}
+    no_cl = build_method("aemt", replace(cfg, contrastive_weight=0.0), ds.manifest).train()
+    assert set(no_cl.losses(no_cl(batch), batch, 0)) == {"senti"}  # w/o CL
+    lstm = build_method("aemt", replace(cfg, encoder="lstm"), ds.manifest)
+    assert all(isinstance(lstm.encoders[m].body, torch.nn.LSTM) for m in MODS)  # w/o TR
+    assert build_method("aemt", replace(cfg, pretrained=""), ds.manifest).on_train_start() == {}
+    with pytest.raises(config.ConfigError, match="encoder"):
+        config.build(type(cfg), {"encoder": "gru"}, "methods.aemt")
+
+
+def test_pretrain_then_finetune_through_the_loop(small_data, tmp_path):
+    from msarepro.train import RunSpec, run
+
+    p = _params(tmp_path)
+    pre = tmp_path / "pretrain" / "synth-sims"
+    res = run_pretraining(p, str(small_data["synth-sims"]), 1111, pre, progress=False)
+    assert res["pool"] == "unlabeled"
+    hist = pd.read_csv(pre / "history.csv")
+    assert {"train_recon", "heldout_recon", "heldout_consistency", "heldout_tamper_acc"} <= set(hist.columns)
+    assert res["best"]["heldout_recon"] < res["initial"]["heldout_recon"]  # pretraining reconstructs better
+    saved = torch.load(pre / "encoders.pt", weights_only=True)
+
+    # fine-tuning: a missing directory is a clear error; an existing one initialises the encoders
+    missing = _params(tmp_path, f"methods.aemt.pretrained={tmp_path / 'nowhere'}/{{dataset}}")
+    with pytest.raises(FileNotFoundError, match="msarepro pretrain"):
+        run(missing, RunSpec("aemt", str(small_data["synth-sims"]), 1111, tmp_path / "run0", progress=False))
+    ds = load_dataset(small_data["synth-sims"])
+    cfg = replace(p.method_config("aemt", "synth-sims"), pretrained=str(tmp_path / "pretrain" / "{dataset}"))
+    model = build_method("aemt", cfg, ds.manifest)
+    info = model.on_train_start()
+    assert info["pretrained_encoders"]["path"].endswith("synth-sims/encoders.pt")
+    for m in MODS:
+        for k, v in model.encoders[m].state_dict().items():
+            assert torch.equal(v, saved["encoders"][m][k])
+    with pytest.raises(config.ConfigError, match="layers"):
+        build_method("aemt", replace(cfg, encoder_layers=2), ds.manifest).on_train_start()
+
+    ft = _params(tmp_path, f"methods.aemt.pretrained={tmp_path / 'pretrain'}/{{dataset}}",
+                 "methods.aemt.presets.synth-sims.max_epochs=2")
+    out = run(ft, RunSpec("aemt", str(small_data["synth-sims"]), 1111, tmp_path / "run1", progress=False))
+    assert out["epochs_run"] == 2
+    conf = json.loads((tmp_path / "run1" / "config.json").read_text())
+    assert len(conf["method_inputs"]["pretrained_encoders"]["sha256"]) == 64
+    assert "train_contrastive" in pd.read_csv(tmp_path / "run1" / "history.csv").columns
+
+
+def _with_shared_signature(src, out, strength: float = 2.5):
+    """The synthetic set with a per-clip signature added to all three modalities (as a speaker or a recording
+    would be): its modalities become dependent, which tamper detection needs and synth-sims lacks."""
+    ds = load_dataset(src, splits=("train", "valid", "test", "unlabeled"))
+    rng = np.random.default_rng(0)
+    proj = {m: rng.normal(0, 1, (4, ds.manifest.modalities[m]["dim"])) for m in MODS}
+    arrays = {}
+    for name, split in ds.splits.items():
+        a = dict(split.arrays)
+        sig = rng.normal(0, 1, (len(split), 4))
+        for m in MODS:
+            real = np.arange(a[m].shape[1])[None] < a[f"{m}_lengths"][:, None]
+            a[m] = (a[m] + strength * (sig @ proj[m])[:, None, :] * real[..., None]).astype(np.float32)
+        arrays[name] = a
+    labels = pd.concat([s.labels for s in ds.splits.values()], ignore_index=True)
+    write_dataset(out, replace(ds.manifest, name="synth-sims-shared", files={}), arrays, labels)
+    return out
+
+
+def test_tamper_detection_is_learned_when_modalities_share_information(small_data, tmp_path):
+    data = _with_shared_signature(small_data["synth-sims"], tmp_path / "shared")
+    p = _params(tmp_path, "pretrain.presets.synth-sims.epochs=10", "pretrain.presets.synth-sims.batch_size=16",
+                "pretrain.heldout=0.3")
+    res = run_pretraining(p, str(data), 1111, tmp_path / "pre", progress=False)
+    assert res["best"]["heldout_tamper_acc"] > 0.7  # chance is 0.5
