@@ -134,6 +134,8 @@ def test_ahl_guidance_switch(params, mosi):
     with torch.no_grad():
         assert torch.equal(no_ahl.encode(batch)["hyper"], no_ahl.encode(other)["hyper"])
         assert not torch.allclose(full.encode(batch)["hyper"], full.encode(other)["hyper"])
+        # H_0 attends only to the hyper-modality, so without AHL the prediction ignores the language
+        assert torch.equal(no_ahl(batch)["pred"], no_ahl(other)["pred"])
 
 
 def test_fusion_query_switch(params, mosi):
@@ -201,8 +203,11 @@ def test_dropped_modalities(params, mosi):
         assert not torch.allclose(no_audio(batch)["pred"], no_audio(_perturbed(batch, "vision"))["pred"])
         assert all(list(w) == ["vision"] for w in no_audio.encode(batch)["weights"])
         text_only = build_model(params, manifest, modalities=["text"])
-        assert len(text_only.hyper_layers) == 0
+        assert len(text_only.hyper_layers) == 0 and text_only.h_hyper0 is None
+        enc = text_only.encode(batch)
+        assert torch.equal(enc["hyper"], enc["language"][-1])  # the language takes the hyper-modality's place
         assert torch.equal(text_only(batch)["pred"], text_only(_perturbed(batch, "audio", "vision"))["pred"])
+        assert not torch.allclose(text_only(batch)["pred"], text_only(_perturbed(batch, "text"))["pred"])
 
 
 def test_max_frames_truncates_audio_and_vision(params, mosi):

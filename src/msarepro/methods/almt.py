@@ -19,8 +19,13 @@ Departures, all deliberate: padded positions are masked everywhere (the authors 
 residual adds to H_hyper^{j-1} itself, while the authors' code adds to LayerNorm(H_hyper^{j-1})
 (`ahl_residual: normed`); the language-scale layers add no second position embedding.
 
+Note that H_0's output attends only to the key/value stream, so in the paper's setting the prediction sees the
+language only through the AHL attention (eqs. 3-4); without AHL it is a function of audio and vision alone.
+
 Ablations (paper section 4.5), each a Config field:
-    modalities        Table 3: drop audio and/or vision (their terms vanish from eq. 5)
+    modalities        Table 3: drop audio and/or vision (their terms vanish from eq. 5); with neither there is
+                      no hyper-modality to learn and H_l^3 takes its place as key/value (the paper is silent;
+                      the learned constant H_hyper^0 there would make the prediction input-independent)
     ahl_guidance      Table 6: which language scales guide AHL; an unguided layer is an MLP over the
                       feature concatenation [H_a^1 ; H_v^1]; [] is "w/o AHL" of Table 4 (same row in Table 6)
     fusion            Table 7: transformer | concat | add | gru | tfn | lmf; "w/o Fusion Transformer" of
@@ -337,8 +342,8 @@ class ALMT(Method):
         self.language = nn.ModuleList(TransformerLayer(d, cfg.heads, cfg.head_dim, cfg.mlp_dim, cfg.dropout)
                                       for _ in range(cfg.ahl_depth - 1))  # E_l^2.. (eq. 2)
         n_tok = cfg.tokens if me else text_len
-        self.h_hyper0 = nn.Parameter(torch.ones(n_tok, d))  # H_hyper^0 (authors' code: ones)
         self.sources = tuple(m for m in AV if m in cfg.modalities)
+        self.h_hyper0 = nn.Parameter(torch.ones(n_tok, d)) if self.sources else None  # H_hyper^0 (authors: ones)
         guided = cfg.guided()
         self.hyper_layers = nn.ModuleList(
             (AHLLayer(d, cfg.ahl_heads, cfg.ahl_head_dim, self.sources, cfg.ahl_residual, cfg.dropout)
@@ -370,9 +375,10 @@ class ALMT(Method):
         for layer in self.language:
             language.append(layer(language[-1], l_mask))  # eq. 2
         b, n_tok = h_l.shape[:2]
-        hyper = self.h_hyper0[:n_tok].expand(b, -1, -1)  # H_hyper^0 (B, T, d)
         sources = {m: h1[m] for m in self.sources}
         weights = []
+        # H_hyper^0 (B, T, d); without audio and vision the language itself (see the module docstring)
+        hyper = self.h_hyper0[:n_tok].expand(b, -1, -1) if self.sources else language[-1]
         for j, layer in enumerate(self.hyper_layers):
             if isinstance(layer, AHLLayer):
                 hyper, w = layer(language[j], sources, hyper)  # eqs. 3-5, guided by H_l^{j+1}
