@@ -121,14 +121,6 @@ def cmd_pretrain(args) -> int:
     return 0
 
 
-def cmd_evaluate(args) -> int:
-    from .evaluate import recompute
-    for d in args.runs:
-        r = recompute(Path(d))
-        print(f"{d}: " + ", ".join(f"{k}={v:.4f}" for k, v in r["test"].items()))
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     from .data import DATASETS
     from .data.synth import GENERATORS
@@ -227,9 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_params(pt)
     pt.set_defaults(fn=cmd_pretrain)
 
-    e = sub.add_parser("evaluate", help="recompute metrics from saved predictions")
-    e.add_argument("runs", nargs="+")
-    e.set_defaults(fn=cmd_evaluate)
+    from .pipeline_cli import add_commands  # sweep, evaluate, tables, check-regression, data check
+    add_commands(sub, data, with_params)
     return p
 
 

@@ -1,0 +1,191 @@
+"""The pipeline's subcommands of `msarepro` (each a thin call the DVC stages make):
+
+    msarepro data check NAME --out features/NAME.json     features stage: verify a prepared dataset
+    msarepro sweep [--profile P] [--cores N] [-n]           sweep stage: prune stale runs, Snakemake the rest
+    msarepro sweep --pretrain NAME --out pretrain/NAME      pretrain stage: AE-MT encoders when the grid needs them
+    msarepro sweep --list                                   the grid's jobs (and skipped pairs)
+    msarepro evaluate [RUN ...] [--sweep DIR --out DIR] [--paired A B --dataset D]
+    msarepro tables [--metrics DIR --papers DIR --out DIR]
+    msarepro check-regression [--update] [--strict] [--methods M ...]
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _params(args):
+    from . import config
+    return config.load(args.params, getattr(args, "set", None) or [])
+
+
+def cmd_data_check(args) -> int:
+    from .data import load_dataset
+    from .data.registry import dataset_dir
+    from .io import write_json
+
+    params = _params(args)
+    ds = load_dataset(dataset_dir(args.name, params.data.root), verify_hashes=True)
+    m = ds.manifest
+    report = {"dataset": m.name, "family": m.family, "task": m.task, "metric_family": m.metric_family,
+              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "files": m.files,
+              "nonfinite_replaced": m.nonfinite_replaced, "verified": "sha256 of every file"}
+    if args.out:
+        write_json(args.out, report)
+    print(f"{m.name}: {m.family}, splits {m.splits}; every file's SHA-256 matches its manifest")
+    return 0
+
+
+def cmd_sweep(args) -> int:
+    from . import sweep
+
+    if args.pretrain:
+        return _pretrain_stage(args)
+    if args.list:
+        params = _params(args)
+        jobs = sweep.validate(params)
+        _, skipped = sweep.grid(params)
+        for j in jobs:
+            print(f"{j.method} {j.dataset} {j.seed}  -> {j.run_dir()}")
+        for m, d in skipped:
+            print(f"skipped: {m} does not handle {d}'s family")
+        print(f"{len(jobs)} jobs; pretrain for: {', '.join(sweep.pretrain_datasets(params)) or 'none'}")
+        return 0
+    return sweep.run(args.params, args.set, args.profile, args.cores, args.dry_run, args.snakemake_args)
+
+
+def _pretrain_stage(args) -> int:
+    """Pretrain AE-MT's encoders for one dataset if the grid (or the single experiment) needs them; otherwise
+    record why not, so the stage's output exists either way."""
+    from . import sweep
+    from .io import write_json
+
+    params = _params(args)
+    out = Path(args.out or sweep.PRETRAIN_ROOT / args.pretrain)
+    need = sweep.pretrain_datasets(params)
+    if args.pretrain not in need:
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / "skipped.json", {"dataset": args.pretrain, "reason": "no AE-MT run on this dataset in "
+                                          "params.yaml (sweep.methods x sweep.datasets, or model/dataset)"})
+        print(f"pretrain {args.pretrain}: not needed by the sweep or the train stage; skipped")
+        return 0
+    for f in out.glob("skipped.json"):
+        f.unlink()
+    from .pretrain.run import run_pretraining
+    seed = sweep.pipeline_section(params)["pretrain_seed"]
+    r = run_pretraining(params, args.pretrain, seed, out, progress=not args.no_progress)
+    print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from . import evaluate
+
+    for d in args.runs:
+        r = evaluate.recompute(Path(d))
+        print(f"{d}: " + ", ".join(f"{k}={v:.4f}" for k, v in r["test"].items()))
+    if args.paired:
+        if not args.dataset:
+            raise KeyError("--paired A B needs --dataset D")
+        runs = evaluate.find_runs(Path(args.sweep))
+        a, b = args.paired
+        for m in (a, b):
+            if (m, args.dataset) not in runs:
+                raise FileNotFoundError(f"{args.sweep}/{m}/{args.dataset}: no finished runs")
+        fam = next(iter(runs[(a, args.dataset)].values()))["metric_family"]
+        for k in evaluate.PAIRED_METRICS[fam]:
+            r = evaluate.paired_test(runs[(a, args.dataset)], runs[(b, args.dataset)], k)
+            print(f"{args.dataset} {k}: {a} - {b} = {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
+                  f"p={r['p_value']:.4f} (seeds {r['seeds']}, {r['n_samples']} test samples)")
+    if args.out:
+        params = _params(args)
+        ev = params.extra.get("evaluate") or {}
+        t = evaluate.write_evaluation(Path(args.sweep), Path(args.out), level=float(ev.get("ci_level", 0.95)),
+                                      n_resamples=int(ev.get("bootstrap_resamples", 10000)),
+                                      seed=int(ev.get("bootstrap_seed", 0)))
+        print(f"wrote {args.out}: {len(t['per_seed'])} per-seed values, {len(t['summary'])} summary rows, "
+              f"{len(t['paired'])} paired tests")
+    elif not args.runs and not args.paired:
+        raise KeyError("give run directories, --out DIR (summarise --sweep), or --paired A B --dataset D")
+    return 0
+
+
+def _git(*cmd: str) -> str:
+    try:
+        return subprocess.run(["git", *cmd], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def cmd_tables(args) -> int:
+    import torch
+
+    from . import __version__
+    from .report import write_reports
+
+    params = _params(args)
+    prov = {"commit": _git("rev-parse", "HEAD"), "msarepro": __version__, "torch": torch.__version__,
+            "params": args.params}
+    paths = write_reports(Path(args.metrics), Path(args.papers), Path(args.out), list(params.sweep.methods), prov)
+    print(f"wrote {len(paths)} files under {args.out}; tables: {Path(args.out) / 'tables'}")
+    return 0
+
+
+def cmd_check_regression(args) -> int:
+    from .regression import check
+    return check(args.params, args.expected, args.update, args.strict, args.methods, args.verbose)
+
+
+def add_commands(sub, data, with_params) -> None:
+    """Register the pipeline subcommands on `msarepro`'s parser (`sub`) and its `data` group."""
+    c = data.add_parser("check", help="the features stage for canonical datasets: verify every file's SHA-256, "
+                        "shapes and labels, and write a summary")
+    c.add_argument("name", help="registered dataset name (under data.root) or a dataset directory")
+    c.add_argument("--out", help="summary JSON (e.g. features/NAME.json)")
+    with_params(c)
+    c.set_defaults(fn=cmd_data_check)
+
+    s = sub.add_parser("sweep", help="the sweep stage: (method x dataset x seed) jobs via Snakemake")
+    s.add_argument("--profile", help="Snakemake profile (default: $MSAREPRO_PROFILE or profiles/local-cpu)")
+    s.add_argument("--cores", type=int, help="override the profile's cores")
+    s.add_argument("-n", "--dry-run", action="store_true", help="list what would run; change nothing")
+    s.add_argument("--list", action="store_true", help="print the grid's jobs and exit")
+    s.add_argument("--pretrain", metavar="DATASET", help="the pretrain stage for DATASET")
+    s.add_argument("--out", help="with --pretrain: output directory (default pretrain/DATASET)")
+    s.add_argument("--no-progress", action="store_true")
+    s.add_argument("snakemake_args", nargs="*", help="passed to snakemake after `--`")
+    with_params(s)
+    s.set_defaults(fn=cmd_sweep)
+
+    e = sub.add_parser("evaluate", help="recompute a run's metrics, summarise a sweep across seeds and "
+                       "protocols, or test two methods against each other")
+    e.add_argument("runs", nargs="*", help="run directories to recompute from their saved predictions")
+    e.add_argument("--sweep", default="runs/sweep", help="sweep root (default runs/sweep)")
+    e.add_argument("--out", help="write the summaries here (the evaluate stage: reports/metrics)")
+    e.add_argument("--paired", nargs=2, metavar=("A", "B"), help="paired bootstrap test of method A vs B")
+    e.add_argument("--dataset", help="dataset of --paired")
+    with_params(e)
+    e.set_defaults(fn=cmd_evaluate)
+
+    t = sub.add_parser("tables", help="the tables stage: reports/tables/*.md|.tex, figures, reports/README.md")
+    t.add_argument("--metrics", default="reports/metrics")
+    t.add_argument("--papers", default="reports/paper_results")
+    t.add_argument("--out", default="reports")
+    with_params(t)
+    t.set_defaults(fn=cmd_tables)
+
+    r = sub.add_parser("check-regression", help="smoke run vs committed expected metrics (CI)")
+    r.add_argument("--expected", help="expected metrics JSON (default: params.yaml regression.expected)")
+    r.add_argument("--update", action="store_true", help="rewrite the expected metrics from this smoke run")
+    r.add_argument("--strict", action="store_true", help="also fail on improvements beyond tolerance")
+    r.add_argument("--methods", nargs="+", help="only these methods (default: every registered one)")
+    r.add_argument("-v", "--verbose", action="store_true", help="list every metric, not only the changed ones")
+    with_params(r)
+    r.set_defaults(fn=cmd_check_regression)
+
+
+if __name__ == "__main__":
+    from .cli import main
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""Per-dataset result tables in the papers' layout: methods as rows, the metrics the papers report as columns.
+
+For each dataset (every dataset that has reproduced runs or paper numbers) one table:
+    <method>                 reproduced mean ± std over seeds (valid-selected protocol); best value in bold
+    ↳ <paper> <table>        the number that paper printed for that method and dataset, and Δ = ours - paper
+Values are printed as the papers print them: ×100 for accuracies and F1, raw for MAE and Corr. A paper value
+of MAE or Corr above 2 is taken as printed ×100 (AE-MT's CH-SIMS v2 table) and divided by 100 for Δ.
+A second table lists the selection protocols side by side, a third the paired tests between methods.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from .. import metrics
+
+RAW_METRICS = ("MAE", "Corr")  # printed unscaled
+PAPER_COLUMNS = ["paper", "table", "dataset", "method", "metric", "value", "note"]
+
+
+def load_paper_results(folder: Path) -> pd.DataFrame:
+    """Every reports/paper_results/*.csv (schema paper,table,dataset,method,metric,value,note), concatenated."""
+    frames = []
+    for f in sorted(Path(folder).glob("*.csv")):
+        df = pd.read_csv(f, dtype={"table": str, "note": str}, keep_default_na=False)
+        missing = [c for c in PAPER_COLUMNS[:6] if c not in df.columns]
+        if missing:
+            raise ValueError(f"{f}: missing column(s) {missing}; expected header {','.join(PAPER_COLUMNS)}")
+        bad = pd.to_numeric(df["value"], errors="coerce").isna()
+        if bad.any():
+            raise ValueError(f"{f}: non-numeric value(s) in rows {list(df.index[bad][:5] + 2)}")
+        df["value"] = df["value"].astype(float)
+        df["table"] = df["table"].map(lambda t: f"Table {t}" if str(t).strip().isdigit() else str(t))
+        frames.append(df[PAPER_COLUMNS[:6]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAPER_COLUMNS[:6])
+
+
+def scale(metric: str, value: float) -> float:
+    """Our fraction -> the papers' printed unit."""
+    return value if metric in RAW_METRICS else 100.0 * value
+
+
+def paper_to_printed_unit(metric: str, value: float) -> float:
+    """A paper's number -> the unit `scale` prints (see module docstring)."""
+    if metric in RAW_METRICS and abs(value) > 2.0:
+        return value / 100.0
+    return value
+
+
+def _fmt(metric: str, v: float) -> str:
+    return f"{v:.3f}" if metric in RAW_METRICS else f"{v:.1f}"
+
+
+def _columns(dataset: str, ours: pd.DataFrame, paper: pd.DataFrame) -> list[str]:
+    from ..data import DATASETS
+
+    fam = DATASETS[dataset].metric_family if dataset in DATASETS else None
+    cols = list(metrics.REPORTED[fam]) if fam else []
+    extra = set(paper["metric"]) - set(cols) if not paper.empty else set()
+    if not cols:
+        cols = sorted(set(ours["metric"]) | extra)
+    return cols
+
+
+def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[str] | None = None) -> dict[str, dict]:
+    """-> {dataset: {"columns", "rows": [(label, kind, {metric: cell})]}}; a cell is a dict with
+    mean / std (ours) or value / delta (paper) and best (bool)."""
+    honest = summary[summary["protocol"] == "valid-selected"] if not summary.empty else summary
+    datasets = sorted(set(honest["dataset"]) | set(paper["dataset"]))
+    out = {}
+    for d in datasets:
+        ours = honest[honest["dataset"] == d]
+        pap = paper[paper["dataset"] == d]
+        cols = _columns(d, ours, pap)
+        ran = [m for m in (method_order or sorted(set(ours["method"]))) if m in set(ours["method"])]
+        ran += sorted(set(ours["method"]) - set(ran))
+        methods = ran + sorted(set(pap["method"]) - set(ran))
+        best: dict[str, float] = {}
+        for k in cols:
+            v = ours[ours["metric"] == k]["mean"]
+            if len(v):
+                best[k] = v.min() if k in metrics.LOWER_IS_BETTER else v.max()
+        rows = []
+        for m in methods:
+            mine = {r.metric: r for r in ours[ours["method"] == m].itertuples()}
+            if mine:
+                cells = {k: {"mean": scale(k, mine[k].mean), "std": scale(k, mine[k].std), "n": mine[k].n,
+                             "best": math.isclose(mine[k].mean, best.get(k, math.nan))}
+                         for k in cols if k in mine}
+                rows.append((m, "ours", cells))
+            for (p, t), g in pap[pap["method"] == m].groupby(["paper", "table"], sort=True):
+                cells = {}
+                for r in g.itertuples():
+                    if r.metric not in cols:
+                        continue
+                    delta = None
+                    if r.metric in mine:
+                        delta = scale(r.metric, mine[r.metric].mean) - paper_to_printed_unit(r.metric, r.value)
+                    cells[r.metric] = {"value": r.value, "delta": delta, "best": False}
+                rows.append((f"{m} [{p}, {t}]", "paper", cells))
+        if not best:  # paper numbers only: mark the best printed value per column
+            for k in cols:
+                vals = [c[k]["value"] for _, kind, c in rows if k in c]
+                if vals:
+                    b = min(vals) if k in metrics.LOWER_IS_BETTER else max(vals)
+                    for _, _, c in rows:
+                        if k in c and c[k]["value"] == b:
+                            c[k]["best"] = True
+        out[d] = {"columns": cols, "rows": rows, "reproduced": bool(len(ours))}
+    return out
+
+
+def _cell_text(metric: str, cell: dict | None, tex: bool) -> str:
+    if cell is None:
+        return "–" if not tex else "--"
+    if "mean" in cell:
+        pm = r" $\pm$ " if tex else " ± "
+        s = f"{_fmt(metric, cell['mean'])}{pm}{_fmt(metric, cell['std'])}"
+    else:
+        s = _fmt(metric, cell["value"]) if metric in RAW_METRICS else f"{cell['value']:g}"
+        if cell["delta"] is not None:
+            dl = r"$\Delta$" if tex else "Δ"
+            s += f" ({dl} {cell['delta']:+.3f})" if metric in RAW_METRICS else f" ({dl} {cell['delta']:+.1f})"
+    if cell.get("best"):
+        s = rf"\textbf{{{s}}}" if tex else f"**{s}**"
+    return s
+
+
+def _label(label: str, kind: str, tex: bool) -> str:
+    if kind == "ours":
+        return label.replace("_", r"\_") if tex else label
+    return (r"\quad " + label.replace("_", r"\_")) if tex else f"↳ {label}"
+
+
+def markdown_table(table: dict) -> str:
+    cols = table["columns"]
+    lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for label, kind, cells in table["rows"]:
+        lines.append(f"| {_label(label, kind, False)} | " + " | ".join(_cell_text(k, cells.get(k), False) for k in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def latex_table(dataset: str, table: dict, caption: str) -> str:
+    cols = table["columns"]
+    head = " & ".join(["Method"] + [c.replace("_", r"\_") for c in cols]) + r" \\"
+    body = []
+    for i, (label, kind, cells) in enumerate(table["rows"]):
+        if kind == "ours" and i > 0:
+            body.append(r"\midrule")
+        body.append(" & ".join([_label(label, kind, True)] + [_cell_text(k, cells.get(k), True) for k in cols]) + r" \\")
+    return "\n".join([
+        "% Generated by `msarepro tables` (the `tables` DVC stage); do not edit by hand.",
+        r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
+        rf"\label{{tab:{dataset}}}", r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule", head, r"\midrule",
+        *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+
+
+def protocol_table(summary: pd.DataFrame, dataset: str, cols: list[str]) -> str:
+    """Methods x (metric, protocol): how much the optimistic protocols inflate each number."""
+    from ..evaluate import PROTOCOLS
+
+    s = summary[summary["dataset"] == dataset]
+    if s.empty:
+        return ""
+    heads = [(k, p) for k in cols for p in PROTOCOLS if not s[(s["metric"] == k) & (s["protocol"] == p)].empty]
+    lines = ["| method | " + " | ".join(f"{k} ({p})" for k, p in heads) + " |", "|---" * (len(heads) + 1) + "|"]
+    for m in sorted(set(s["method"])):
+        cells = []
+        for k, p in heads:
+            r = s[(s["method"] == m) & (s["metric"] == k) & (s["protocol"] == p)]
+            cells.append(_fmt(k, scale(k, float(r["mean"].iloc[0]))) if len(r) else "–")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def paired_table(paired: pd.DataFrame, dataset: str) -> str:
+    p = paired[paired["dataset"] == dataset] if not paired.empty else paired
+    if p.empty:
+        return ""
+    lines = ["| A | B | metric | A − B | 95% CI | p | seeds | samples |", "|---|---|---|---|---|---|---|---|"]
+    for r in p.itertuples():
+        f = (lambda v: f"{v:+.3f}") if r.metric in RAW_METRICS else (lambda v: f"{100 * v:+.1f}")
+        lines.append(f"| {r.method_a} | {r.method_b} | {r.metric} | {f(r.diff)} | [{f(r.ci_low)}, {f(r.ci_high)}] | "
+                     f"{r.p_value:.3f} | {r.seeds} | {r.n_samples} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_order: list[str] | None = None,
+                  provenance: dict | None = None) -> list[Path]:
+    """The `tables` stage: reports/tables/<dataset>.md|.tex, reports/figures/*.png, reports/README.md."""
+    from ..io import write_text
+    from .plots import learning_curves
+    from .readme import readme
+
+    metrics_dir, out_dir = Path(metrics_dir), Path(out_dir)
+    summary = pd.read_csv(metrics_dir / "summary.csv")
+    paired = pd.read_csv(metrics_dir / "paired.csv")
+    curves = pd.read_csv(metrics_dir / "curves.csv")
+    paper = load_paper_results(paper_dir)
+    tables = build_tables(summary, paper, method_order)
+    written = []
+    for d, t in tables.items():
+        md = [f"# {d}\n\n", "<!-- Generated by `msarepro tables` (the `tables` DVC stage); do not edit by hand. -->\n\n",
+              ("Reproduced: mean ± std over seeds, valid-selected checkpoint, test scored once (×100 except MAE "
+               "and Corr); best reproduced value in bold. ↳ rows: the number a paper printed, Δ = ours − paper.\n"
+               if t["reproduced"] else "Paper numbers only (no reproduced runs on this dataset yet); best in bold.\n"),
+              "\n", markdown_table(t)]
+        headline = t["columns"][:2] + [k for k in ("MAE",) if k in t["columns"][2:]]
+        prot = protocol_table(summary, d, headline)
+        if prot:
+            md += ["\n## Selection protocols\n\n", "valid-selected: honest (mean over seeds). best-test-epoch: per metric "
+                   "the best TEST value over epochs (ALMT's code). best-seed: per metric the best seed (CLGSI's "
+                   "paper). The last two are optimistic and shown only to explain gaps to published numbers.\n\n", prot]
+        pt = paired_table(paired, d)
+        if pt:
+            md += ["\n## Paired tests\n\n", "Paired bootstrap over test samples (seed-averaged per-sample scores); "
+                   "A − B in the table's units; two-sided p.\n\n", pt]
+        write_text(out_dir / "tables" / f"{d}.md", "".join(md))
+        cap = (f"{d}: reproduced mean $\\pm$ std over seeds (valid-selected) and published numbers "
+               f"($\\Delta$ = ours $-$ paper)." if t["reproduced"] else f"{d}: published numbers.")
+        write_text(out_dir / "tables" / f"{d}.tex", latex_table(d, t, cap))
+        written += [out_dir / "tables" / f"{d}.md", out_dir / "tables" / f"{d}.tex"]
+    figs = learning_curves(curves, out_dir / "figures")
+    write_text(out_dir / "README.md", readme(summary, tables, figs, out_dir, provenance or {}))
+    return written + figs + [out_dir / "README.md"]

@@ -1,0 +1,221 @@
+"""The training grid of the `sweep` stage: (method, dataset, seed) jobs, derived from params.yaml and the registries.
+
+Division of labour (../shared/DESIGN.md): DVC decides whether the `sweep` stage is stale; inside it, this module
+decides which *runs* are stale, and Snakemake (Snakefile) schedules the missing ones over CPU slots or GPUs.
+
+A run is up to date when its `fingerprint.json` equals the fingerprint computed now from:
+    the method's resolved Config for the dataset's preset, params.yaml's `data:` section, the seed,
+    the dataset files' SHA-256 (from its manifest), the pretrained encoders' hash (AE-MT only),
+    and a hash of the code the run executes (the package, minus the *other* methods' modules).
+So changing one method's learning rate (or editing one method's file) retrains that method's runs only; every
+other run directory is kept (the stage's output is `persist: true` in dvc.yaml). Stale runs and runs that left
+the grid are deleted before Snakemake starts; Snakemake then runs exactly the jobs whose metrics.json is missing.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import ConfigError, Params, to_jsonable
+
+PACKAGE = Path(__file__).resolve().parent
+SWEEP_ROOT = Path("runs/sweep")
+PRETRAIN_ROOT = Path("pretrain")
+PRETRAIN_METHODS = ("aemt",)  # methods whose runs consume the `pretrain` stage's encoders
+
+
+@dataclass(frozen=True)
+class Job:
+    method: str
+    dataset: str
+    seed: int
+
+    def run_dir(self, root: Path = SWEEP_ROOT) -> Path:
+        return Path(root) / self.method / self.dataset / str(self.seed)
+
+
+def dataset_family(name: str) -> str:
+    from .data import DATASETS
+    if name not in DATASETS:
+        raise ConfigError(f"sweep.datasets: {name!r} is not a registered dataset; registered: "
+                          f"{', '.join(sorted(DATASETS))}")
+    return DATASETS[name].family
+
+
+def grid(params: Params) -> tuple[list[Job], list[tuple[str, str]]]:
+    """-> (jobs, skipped (method, dataset) pairs whose dataset family the method does not handle)."""
+    from .methods import get_method
+
+    jobs, skipped = [], []
+    for m in params.sweep.methods:
+        cls = get_method(m)
+        for d in params.sweep.datasets:
+            if dataset_family(d) not in cls.families:
+                skipped.append((m, d))
+                continue
+            jobs += [Job(m, d, s) for s in params.sweep.seeds]
+    return jobs, skipped
+
+
+def pipeline_section(params: Params) -> dict:
+    """params.yaml `pipeline:`: datasets (what download -> features prepare), pretrain_seed."""
+    sec = params.extra.get("pipeline") or {}
+    unknown = sorted(set(sec) - {"datasets", "pretrain_seed"})
+    if unknown:
+        raise ConfigError(f"pipeline: unknown key(s) {unknown}; known: datasets, pretrain_seed")
+    return {"datasets": list(sec.get("datasets") or []), "pretrain_seed": int(sec.get("pretrain_seed", 1111))}
+
+
+def prepared_datasets(params: Params) -> list[str]:
+    """The datasets the download/features stages prepare (params.yaml `pipeline.datasets`)."""
+    return pipeline_section(params)["datasets"]
+
+
+def validate(params: Params) -> list[Job]:
+    """Check the sweep before any job starts; -> the jobs. Raises ConfigError naming the offending key."""
+    sw = params.sweep
+    for key, values in (("methods", sw.methods), ("datasets", sw.datasets), ("seeds", sw.seeds)):
+        if not values:
+            raise ConfigError(f"sweep.{key}: empty; list at least one")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"sweep.{key}: duplicates in {list(values)}")
+    prepared = prepared_datasets(params)
+    for d in list(sw.datasets) + [params.dataset]:
+        dataset_family(d)
+        if d not in prepared:
+            raise ConfigError(f"dataset {d!r} is used (sweep.datasets or dataset) but is not in params.yaml's "
+                              f"pipeline.datasets {prepared}, so no download stage prepares it; add it there")
+    jobs, _ = grid(params)
+    if not jobs:
+        raise ConfigError("sweep: no (method, dataset) pair is compatible (method families vs dataset families)")
+    return jobs
+
+
+def pretrain_datasets(params: Params) -> list[str]:
+    """Datasets whose AE-MT encoders the `pretrain` stage must produce: the sweep's, when AE-MT is swept, and
+    the single experiment's when `model` is AE-MT."""
+    from .methods import get_method
+
+    out = []
+    for m in PRETRAIN_METHODS:
+        fams = get_method(m).families
+        if m in params.sweep.methods:
+            out += [d for d in params.sweep.datasets if dataset_family(d) in fams]
+        if params.model == m and dataset_family(params.dataset) in fams:
+            out.append(params.dataset)
+    return sorted(set(out))
+
+
+def code_hash(method: str) -> str:
+    """SHA-256 over the package's Python sources, leaving out the modules of the other registered methods."""
+    from .methods import all_methods
+
+    others = {Path(sys.modules[c.__module__].__file__).resolve() for n, c in all_methods().items() if n != method}
+    h = hashlib.sha256()
+    for p in sorted(PACKAGE.rglob("*.py")):
+        if p.resolve() in others:
+            continue
+        h.update(str(p.relative_to(PACKAGE)).encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _manifest(params: Params, dataset: str) -> dict:
+    p = Path(params.data.root) / dataset / "manifest.json"
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -> dict:
+    """Everything a run's result depends on (see module docstring), as a JSON-able dict."""
+    man = _manifest(params, job.dataset)
+    preset = man.get("preset") or job.dataset
+    fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
+          "config": to_jsonable(params.method_config(job.method, preset)), "data": to_jsonable(params.data),
+          "dataset_files": man.get("files", {}), "code": code_hash(job.method)}
+    if job.method in PRETRAIN_METHODS:
+        enc = Path(pretrain_root) / job.dataset / "encoders.pt"
+        fp["pretrained"] = _sha256(enc) if enc.exists() else None
+    return fp
+
+
+def _sha256(path: Path) -> str:
+    from .io import sha256_file
+    return sha256_file(path)
+
+
+def prepare(params: Params, root: Path = SWEEP_ROOT, pretrain_root: Path = PRETRAIN_ROOT,
+            log=print) -> tuple[list[Job], list[Job]]:
+    """Delete stale runs and runs outside the grid; write each job's fingerprint. -> (all jobs, jobs to run)."""
+    from .io import write_json
+
+    jobs = validate(params)
+    root = Path(root)
+    wanted = {j.run_dir(root) for j in jobs}
+    if root.exists():  # runs that left the grid
+        for d in sorted(root.glob("*/*/*")):
+            if d.is_dir() and d not in wanted:
+                log(f"removing {d}: no longer in the sweep")
+                shutil.rmtree(d)
+    todo = []
+    for j in jobs:
+        d = j.run_dir(root)
+        fp = fingerprint(params, j, pretrain_root)
+        old = d / "fingerprint.json"
+        if old.exists() and json.loads(old.read_text()) != fp:
+            log(f"{d}: inputs changed since it ran ({_changed(json.loads(old.read_text()), fp)}); retraining")
+            shutil.rmtree(d)
+        if not (d / "metrics.json").exists() or not old.exists():
+            todo.append(j)
+            if d.exists():
+                shutil.rmtree(d)
+            write_json(old, fp)
+    return jobs, todo
+
+
+def _changed(a: dict, b: dict) -> str:
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    if "config" in keys and isinstance(a.get("config"), dict):
+        sub = sorted(k for k in set(a["config"]) | set(b["config"]) if a["config"].get(k) != b["config"].get(k))
+        keys = [k for k in keys if k != "config"] + [f"config.{k}" for k in sub]
+    return ", ".join(keys)
+
+
+def snakemake_command(params_file: str, profile: str | None, cores: int | None, dry_run: bool,
+                      extra: list[str] | None = None) -> list[str]:
+    exe = Path(sys.executable).parent / "snakemake"
+    cmd = [str(exe) if exe.exists() else "snakemake", "--snakefile", "Snakefile", "--configfile", params_file]
+    if profile:
+        cmd += ["--profile", profile]
+    if cores:
+        cmd += ["--cores", str(cores)]
+    if dry_run:
+        cmd += ["--dry-run"]
+    return cmd + list(extra or [])
+
+
+def run(params_file: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
+        cores: int | None = None, dry_run: bool = False, extra: list[str] | None = None) -> int:
+    """The `sweep` stage: prune stale runs, then let Snakemake run the missing jobs. -> exit status."""
+    from . import config
+
+    if overrides:
+        raise ConfigError("msarepro sweep takes no -S overrides: Snakemake's jobs read the params file itself. "
+                          "Write the overrides into a params file and pass --params FILE.")
+    params = config.load(params_file)
+    profile = profile or os.environ.get("MSAREPRO_PROFILE") or "profiles/local-cpu"
+    if dry_run:
+        jobs = validate(params)
+        print(f"sweep: {len(jobs)} jobs (dry run: nothing pruned)")
+    else:
+        jobs, todo = prepare(params)
+        print(f"sweep: {len(jobs)} jobs in the grid, {len(todo)} to run, {len(jobs) - len(todo)} up to date")
+    cmd = snakemake_command(params_file, profile, cores, dry_run, extra)
+    print("+ " + " ".join(cmd), flush=True)
+    # The jobs call `msarepro`: make this interpreter's scripts folder (the project's venv) come first.
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    return subprocess.call(cmd, env=env)

@@ -1,0 +1,38 @@
+# Config validation and the job list, derived from params.yaml and the method / dataset registries.
+import os
+import shlex
+import sys
+
+from msarepro import config as msa_config
+from msarepro import sweep as msa_sweep
+
+# The params file the jobs read: the last --configfile given, else params.yaml.
+PARAMS_FILE = os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
+PARAMS = msa_config.load(PARAMS_FILE)  # raises a ConfigError naming the bad key before any job starts
+JOBS = msa_sweep.validate(PARAMS)
+DATA_ROOT = PARAMS.data.root
+PRETRAIN_SEED = msa_sweep.pipeline_section(PARAMS)["pretrain_seed"]
+# Machine settings come from the profile (`config: [gpus=N]`), never from tracked params.
+N_GPUS = int(config.get("gpus", 0))
+GPU_WRAP = f"{shlex.quote(sys.executable)} -m msarepro.gpuslot --gpus {N_GPUS} --" if N_GPUS > 0 else ""
+
+wildcard_constraints:
+    method="|".join(sorted({j.method for j in JOBS})),
+    dataset="[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+
+
+def run_dir(job):
+    return str(job.run_dir())
+
+
+def method_config(wildcards):
+    """The resolved Config of a job (a Snakemake param, so that editing it re-triggers the job)."""
+    return msa_sweep.fingerprint(PARAMS, msa_sweep.Job(wildcards.method, wildcards.dataset, int(wildcards.seed)))["config"]
+
+
+def train_inputs(wildcards):
+    inputs = {"manifest": f"{DATA_ROOT}/{wildcards.dataset}/manifest.json"}
+    if wildcards.method in msa_sweep.PRETRAIN_METHODS:  # only AE-MT runs depend on pretrained encoders
+        inputs["encoders"] = f"{msa_sweep.PRETRAIN_ROOT}/{wildcards.dataset}/encoders.pt"
+    return inputs
