@@ -190,3 +190,10 @@ def test_every_real_dataset_is_registered_with_its_preset_facts():
     published = {f.sha256 for n in ("mosi", "mosei", "sims") for f in DATASETS[n].extra["files"]}
     assert len(published) == 3 and all(len(h) == 64 for h in published)
     assert os.environ.get("DVC_NO_ANALYTICS") == "1"
+
+
+def test_synth_media_is_made_by_the_features_stage(tmp_path):
+    from msarepro.data import ensure_dataset
+
+    with pytest.raises(FileNotFoundError, match="msarepro data download synth-media --out"):
+        ensure_dataset("synth-media", tmp_path)

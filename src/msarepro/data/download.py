@@ -5,8 +5,10 @@ Commands the DVC stages call (exact arguments):
     msarepro data download NAME --out data/NAME [--raw DIR] [--retries N] [--params params.yaml] [-S KEY=VALUE]
         NAME an embedded dataset (synth-mosi, synth-sims, synth-mvsa): generate it in --out with params.yaml's
              data.synth_seed and data.synth_scale.
-        NAME raw-media: write the embedded raw-media default (sentences, WAV audio, OpenFace CSVs) in --out; the
-             features stage turns it into a dataset with `msarepro data extract`.
+        NAME synth-media: the embedded raw-media default (sentences, WAV audio, OpenFace CSVs) is written to the
+             raw folder (default data/raw/synth-media) and pushed through the real extractors (MiniLM text,
+             librosa audio, OpenFace vision; per-item cache in the raw folder) into a trimodal dataset in --out.
+        NAME raw-media: only write the embedded raw media, in --out (for `msarepro data extract`).
         NAME a real dataset (mosi, mosei, sims, simsv2, mvsa-single, mvsa-multiple, hfm, tumemo): if --out already
              holds an import of the same verified source files, do nothing; else obtain every source file in the
              raw folder (default data/raw/NAME, beside --out): the Hugging Face mirror or a plain URL (resumed,
@@ -87,6 +89,9 @@ def placement_message(info: DatasetInfo, dir: str | Path, raw: str | Path | None
     raw = Path(raw) if raw is not None else raw_dir_for(out, info.name)
     files = list(missing if missing is not None else info.extra.get("files", ()))
     lines = [f"dataset {info.name!r} is not present at {out}" + (f" ({reason})" if reason else "") + "."]
+    if info.source == "media":
+        return "\n".join(lines + [f"It is made by the features stage: msarepro data download {info.name} "
+                                   f"--out {out}   (or `dvc repro`)"])
     if info.source == "manual":
         lines.append("Its files are only distributed by hand (Google Drive / Baidu / the authors' site); "
                      "place them as follows:")
@@ -355,6 +360,8 @@ def download(name: str, out: str | Path, raw: str | Path | None = None, fetcher:
     if name not in DATASETS:
         raise KeyError(f"unknown dataset {name!r}; registered: {', '.join(sorted(DATASETS))}, or raw-media")
     info = DATASETS[name]
+    if info.source == "media":
+        return _synth_media(out, Path(raw) if raw is not None else raw_dir_for(out, name), synth_seed)
     if info.source == "synth":
         from .synth import generate
         m = generate(name, out, seed=synth_seed, scale=synth_scale)
@@ -387,6 +394,22 @@ def download(name: str, out: str | Path, raw: str | Path | None = None, fetcher:
         return f"{out} is up to date (same verified sources)"
     m = import_registered(info, got, out, sources, **import_kw)
     return f"imported {name} into {out}: {m.splits}"
+
+
+def _synth_media(out: Path, raw: Path, seed: int) -> str:
+    """The embedded raw media through the real extractors; nothing to do when `out` was made from the same."""
+    from ..features.media import write_raw_media
+    from ..features.pipeline import extract
+
+    stamp = raw / "media.json"
+    if not (stamp.exists() and json.loads(stamp.read_text()).get("seed") == seed):
+        write_raw_media(raw, seed=seed)
+    if _up_to_date(out, {"media.json": sha256_file(stamp), "labels.csv": sha256_file(raw / "labels.csv")}):
+        return f"{out} is up to date (same raw media)"
+    m, speed = extract(raw, out, name="synth-media", cache=raw / ".features-cache",
+                       sources={"media.json": sha256_file(stamp), "labels.csv": sha256_file(raw / "labels.csv")})
+    return (f"extracted the embedded raw media into {out}: {m.splits}; items/s: "
+            + ", ".join(f"{k}={v:.1f}" for k, v in speed.items()))
 
 
 def import_registered(info: DatasetInfo, files: dict[str, Path], out: Path, sources: dict[str, str], **kw):

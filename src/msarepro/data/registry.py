@@ -37,6 +37,10 @@ register_dataset(DatasetInfo("synth-mvsa", "image_text", "cls", "synth",
                              "MVSA-like image-text classification, 3 classes"))
 
 
+register_dataset(DatasetInfo("synth-media", "trimodal", "sims", "media",
+                             "embedded raw media (sentences, WAV, OpenFace CSVs) through the real extractors"))
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file (or folder) a real dataset is made from, and where it comes from.

@@ -42,7 +42,7 @@ def _pad(seqs: list[np.ndarray], max_len: int | None) -> tuple[np.ndarray, np.nd
 def extract(raw: str | Path, out: str | Path, text: str = "packaged-minilm", audio: str = "librosa",
             vision: str = "openface", cache: str | Path | None = None, batch_size: int = 32, text_max_len: int = 50,
             audio_max_len: int | None = None, vision_max_len: int | None = None,
-            name: str | None = None) -> tuple[Manifest, dict[str, float]]:
+            name: str | None = None, sources: dict[str, str] | None = None) -> tuple[Manifest, dict[str, float]]:
     raw = Path(raw)
     info, labels = read_media(raw)
     cache = Path(cache) if cache is not None else raw / ".features-cache"
@@ -99,5 +99,6 @@ def extract(raw: str | Path, out: str | Path, text: str = "packaged-minilm", aud
         label_range=tuple(info.get("label_range", (-1, 1) if family == "sims" else (-3, 3))),
         modalities=modalities, splits={s: int((labels["split"] == s).sum()) for s in splits},
         unimodal_labels=unimodal, preset=name or info.get("name", raw.name),
-        provenance={"extractor": "msarepro.features.pipeline.extract", "raw": info, "features": configs})
+        provenance={"extractor": "msarepro.features.pipeline.extract", "raw": info, "features": configs,
+                    **({"sources": sources} if sources else {})})
     return write_dataset(out, manifest, arrays, table), speed
