@@ -159,7 +159,7 @@ def test_unimodal_loss_only_with_unimodal_labels(small_data):
 
 
 def test_two_stage_schedule_freezes_the_right_parts(small_data):
-    model, train, batch = _model(small_data, "synth-sims", pretrain_epochs=1, patience=5)
+    model, train, batch = _model(small_data, "synth-sims", pretrain_epochs=1)
     assert model.stage == "pretrain"
     terms = model.losses(model(batch), batch, 0)
     assert set(terms) == {"pre_text", "pre_vision", "pre_audio"}
@@ -197,7 +197,7 @@ def test_bank_retrieval_over_the_training_split(small_data):
 
 # ---- end to end through the one training loop ---------------------------------------------------------------------
 @pytest.mark.parametrize("switch", [{"contrastive": False}, {"unimodal_loss": False}, {"fusion": "concat"},
-                                   {"pairs_from": "bank"}, {"pretrain_epochs": 1, "patience": 3}],
+                                   {"pairs_from": "bank"}, {"pretrain_epochs": 1}],
                          ids=["-cl", "-uni", "-fusion", "bank", "two-stage"])
 def test_ablation_switches_end_to_end(switch, small_data, tmp_path):
     params = fast_params(max_epochs=2, **{f"methods.sfttr.{k}": v for k, v in switch.items()})
