@@ -20,7 +20,11 @@ Deliberate differences from that code (each a documented choice, not a switch un
 - labels map to [-1, 1] by each dataset's range (the code divides by 3 everywhere: `label_map: code`);
 - GLFK's Knowledge stage reduces beta -> beta/2 -> 1 as the paper's shapes say (the code goes beta -> 1 in one
   convolution: `glfk_knowledge_direct: true`);
-- Subnet hidden width max(1, d_m // 8): the code's d_m // 8 is 0 for MOSI's 5-d audio (a constant output).
+- Subnet hidden width max(1, d_m // 8): the code's d_m // 8 is 0 for MOSI's 5-d audio (a constant output);
+- the head MLP normalises its first hidden layer (BatchNorm before the ReLU). The code's head also carries a
+  BatchNorm (after its second layer). Without one, the Sigmoid specific features (all near 0.5) and F_k vary so
+  little across samples at the start that the head's ReLUs can all die and the prediction stays constant (seen
+  on the embedded data); `head_norm: false` removes it.
 Ablations (Tables 3, 4, 5, 8): use_cl, cl_weights, fusion (glfk | add | concat | gk | lfk | transformer with
 fusion_layers), use_common, use_specific.
 """
@@ -235,6 +239,7 @@ class CLGSI(Method):
         label_map: str = "paper"  # paper | code
         head_hidden: int = 128
         head_dropout: float = 0.2
+        head_norm: bool = True  # BatchNorm in the head MLP (the authors' code has one; see the module docstring)
 
         def validate(self, where: str) -> None:
             if self.fusion not in FUSIONS:
@@ -268,7 +273,8 @@ class CLGSI(Method):
             self.subnet = nn.ModuleDict({m: Subnet(dims[m], cfg.specific_dim, cfg.subnet_reduction) for m in dims})
             head_in += 3 * cfg.specific_dim
         h = cfg.head_hidden
-        self.mlp = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(head_in, h), nn.ReLU(),
+        norm = nn.BatchNorm1d(h) if cfg.head_norm else nn.Identity()
+        self.mlp = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(head_in, h), norm, nn.ReLU(),
                                  nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
