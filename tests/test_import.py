@@ -168,18 +168,18 @@ def test_mvsa_label_aggregation():
     assert majority(["negative"]) == "negative"
 
 
-def _mvsa_multiple(tmp_path: Path, n=30) -> Path:
+def _mvsa_multiple(tmp_path: Path, n=30, annotators=3, archive_name="MVSA-Multiple.zip") -> Path:
     root = tmp_path / "MVSA"
     (root / "data").mkdir(parents=True)
-    lines = ["ID\ttext,image\ttext,image\ttext,image"]
+    lines = ["ID\t" + "\t".join(["text,image"] * annotators)]
     rng = np.random.default_rng(0)
     for i in range(1, n + 1):
-        labs = rng.choice(["positive", "neutral", "negative"], (3, 2), p=[0.5, 0.3, 0.2])
+        labs = rng.choice(["positive", "neutral", "negative"], (annotators, 2), p=[0.5, 0.3, 0.2])
         lines.append(f"{i}\t" + "\t".join(f"{t},{v}" for t, v in labs))
         (root / "data" / f"{i}.txt").write_text(f"tweet number {i}")
         _image(root / "data" / f"{i}.jpg", (i * 8, 100, 200))
     (root / "labelResultAll.txt").write_text("\n".join(lines) + "\n")
-    archive = tmp_path / "MVSA-Multiple.zip"
+    archive = tmp_path / archive_name
     with zipfile.ZipFile(archive, "w") as z:
         for p in root.rglob("*"):
             z.write(p, p.relative_to(tmp_path))
@@ -202,6 +202,21 @@ def test_mvsa_release_import_aggregates_and_splits(tmp_path):
     assert got == dict(zip(expect["id"], expect["label"]))
     img = ds.splits["train"].arrays["image"]
     assert img.shape[1:] == (3, 16, 16) and img.dtype == np.uint8 and img.max() > 0
+
+
+def test_placed_mvsa_single_archive_is_imported_by_the_download_stage(tmp_path, monkeypatch):
+    from msarepro.data.download import download
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    raw = tmp_path / "data" / "raw" / "mvsa-single"
+    raw.mkdir(parents=True)
+    _mvsa_multiple(raw, n=30, annotators=1, archive_name="MVSA-Single.zip")
+    out = tmp_path / "data" / "mvsa-single"
+    assert download("mvsa-single", out, image_size=8).startswith("imported mvsa-single")
+    m = load_dataset(out).manifest
+    assert m.num_classes == 3 and m.provenance["annotators"] == 1 and m.provenance["split"].startswith("random")
+    assert set(m.provenance["sources"]) == {"MVSA-Single.zip"} and len(m.provenance["sources"]["MVSA-Single.zip"]) == 64
+    assert "up to date" in download("mvsa-single", out, image_size=8)
 
 
 def test_clmlf_layout_import_and_batch_image(tmp_path):
