@@ -36,10 +36,14 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def test_resume_after_cut_connection(server, fetcher, tmp_path):
+def test_resume_after_cut_connection(server, tmp_path, monkeypatch):
+    slept = []
+    monkeypatch.setattr("msarepro.data.download.time.sleep", slept.append)
     server.files["/f.bin"] = PAYLOAD
     server.cut["/f.bin"] = 2  # two responses die half-way
+    fetcher = Fetcher(retries=3, backoff=0.5, chunk=64 * 1024, progress=False)
     digest = fetcher.fetch(f"{server.url}/f.bin", tmp_path / "f.bin", SHA)
+    assert slept == [0.5, 1.0]  # exponential backoff between attempts
     assert digest == SHA and (tmp_path / "f.bin").read_bytes() == PAYLOAD
     ranges = [r for p, r in server.requests if p == "/f.bin"]
     assert ranges == [None, f"bytes={len(PAYLOAD) // 2}-", f"bytes={len(PAYLOAD) * 3 // 4}-"]
