@@ -26,7 +26,13 @@ Deliberate differences from that code (each a documented choice, not a switch un
   little across samples at the start that the head's ReLUs can all die and the prediction stays constant (seen
   on the embedded data); `head_norm: false` removes it.
 Ablations (Tables 3, 4, 5, 8): use_cl, cl_weights, fusion (glfk | add | concat | gk | lfk | transformer with
-fusion_layers), use_common, use_specific.
+fusion_layers), use_common, use_specific. Choices the paper leaves open: "w/o Con" drops the FC projections, the
+fusion and the contrastive term (sec. 3.2 places the contrastive learning in the common-feature module); the
+Table 8 transformer (8 heads) runs over the 3 modality tokens and its outputs are concatenated (B, 3 d_c).
+gamma: 0.24 / 0.33 / 1.0 (MOSI / MOSEI / SIMS) produced the published results; later releases of the authors'
+code are reported to use other values, so gamma is a plain Config field set per preset.
+Text as precomputed features: MMSA's are BERT's last hidden states, so position 0 is the [CLS] output; the
+embedded data's token features are not contextual, so its presets add `text_layers: 1` before taking position 0.
 """
 from __future__ import annotations
 
