@@ -40,13 +40,14 @@ def smoke_overrides(raw: dict, s: dict, workdir: Path) -> list[str]:
     from .sweep import PRETRAIN_METHODS
 
     n = int(s["max_epochs"])
+    never = 10**6  # patience: no early stopping (it must also exceed any method's own warm-up epochs)
     ov = [f"data.root={workdir / 'data'}", f"data.synth_scale={s['scale']}"]
     for m in all_methods():
-        ov += [f"methods.{m}.max_epochs={n}", f"methods.{m}.patience={n + 1}"]
+        ov += [f"methods.{m}.max_epochs={n}", f"methods.{m}.patience={never}"]
         for p, block in ((raw.get("methods", {}).get(m) or {}).get("presets") or {}).items():
             for key in ("max_epochs", "patience"):
                 if block and key in block:
-                    ov.append(f"methods.{m}.presets.{p}.{key}={n if key == 'max_epochs' else n + 1}")
+                    ov.append(f"methods.{m}.presets.{p}.{key}={n if key == 'max_epochs' else never}")
         if m in PRETRAIN_METHODS:
             ov.append(f"methods.{m}.pretrained={workdir / 'pretrain'}/{{dataset}}")
     if "pretrain" in raw:

@@ -67,7 +67,9 @@ def _columns(dataset: str, ours: pd.DataFrame, paper: pd.DataFrame) -> list[str]
 def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[str] | None = None) -> dict[str, dict]:
     """-> {dataset: {"columns", "rows": [(label, kind, {metric: cell})]}}; a cell is a dict with
     mean / std (ours) or value / delta (paper) and best (bool)."""
-    honest = summary[summary["protocol"] == "valid-selected"] if not summary.empty else summary
+    if summary.empty:
+        summary = pd.DataFrame(columns=["method", "dataset", "protocol", "metric", "n", "mean", "std"])
+    honest = summary[summary["protocol"] == "valid-selected"]
     datasets = sorted(set(honest["dataset"]) | set(paper["dataset"]))
     out = {}
     for d in datasets:
