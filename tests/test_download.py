@@ -6,16 +6,14 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from realdata_fixtures import FileServer, make_mmsa  # noqa: E402
+from .realdata_fixtures import FileServer, make_mmsa
 
-from msarepro.data.download import DownloadError, Fetcher, PlacementRequired, download, placement_message  # noqa: E402
-from msarepro.data.registry import DATASETS, DatasetInfo, RemoteFile  # noqa: E402
+from msarepro.data.download import DownloadError, Fetcher, PlacementRequired, download, placement_message
+from msarepro.data.registry import DATASETS, DatasetInfo, RemoteFile
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
 SHA = hashlib.sha256(PAYLOAD).hexdigest()

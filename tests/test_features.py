@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from msarepro.features import MissingPackage
-from msarepro.features.vision import OPENFACE_COLUMNS, OPENFACE_META
+from msarepro.features.vision import OPENFACE_COLUMNS
 
 SR = 22050
 

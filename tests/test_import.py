@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import sys
 import zipfile
 from pathlib import Path
 
@@ -13,12 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from realdata_fixtures import make_mmsa  # noqa: E402
+from .realdata_fixtures import make_mmsa
 
-from msarepro.data import load_dataset  # noqa: E402
-from msarepro.data.format import DatasetError  # noqa: E402
-from msarepro.data.mmsa import UnsafePickleError, import_mmsa, safe_load  # noqa: E402
+from msarepro.data import load_dataset
+from msarepro.data.format import DatasetError
+from msarepro.data.mmsa import UnsafePickleError, import_mmsa, safe_load
 
 
 def _dump(obj, path: Path, protocol=4) -> Path:
@@ -115,7 +113,7 @@ def test_mmsa_lengths_fall_back_to_last_nonzero_frame(tmp_path):
 
 
 def test_sims_import_has_unimodal_labels_and_trains_by_name(tmp_path):
-    from conftest import fast_params
+    from .conftest import fast_params
     from msarepro.train import RunSpec, run
 
     src = make_mmsa(family="sims", seed=3)
