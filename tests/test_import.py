@@ -280,3 +280,24 @@ def test_table_import_random_split_is_seeded(tmp_path):
     assert m1.files == m2.files  # same seed, same bytes
     labels = load_dataset(tmp_path / "a").splits["train"].labels
     assert set(labels["M"]) <= set(range(7))
+
+
+def test_cli_mvsa_with_clmlf_split_files(tmp_path, capsys):
+    from msarepro.cli import main
+    from msarepro.data.imagetext import read_mvsa_labels
+
+    archive = _mvsa_multiple(tmp_path, n=30)
+    labels = read_mvsa_labels(tmp_path / "MVSA" / "labelResultAll.txt")
+    ids = labels["id"].tolist()
+    split_dir = tmp_path / "clmlf"
+    split_dir.mkdir()
+    for name, chunk in (("train", ids[:-6]), ("dev", ids[-6:-3]), ("test", ids[-3:])):
+        rows = [{"id": i, "text": "x", "emotion_label": int(labels.set_index("id").loc[i, "label"])} for i in chunk]
+        rows[0]["emotion_label"] = (rows[0]["emotion_label"] + 1) % 3  # one disagreement with the aggregation
+        (split_dir / f"{name}.json").write_text(json.dumps(rows))
+    out = tmp_path / "mvsa-multiple"
+    assert main(["data", "import-imagetext", str(archive), "--name", "mvsa-multiple", "--layout", "mvsa",
+                 "--multiple", "--splits", str(split_dir), "--image-size", "8", "--out", str(out)]) == 0
+    m = load_dataset(out).manifest
+    assert m.splits == {"train": len(ids) - 6, "valid": 3, "test": 3}
+    assert m.provenance["split"] == "CLMLF split files" and m.provenance["clmlf_label_disagreements"] == 3

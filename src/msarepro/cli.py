@@ -64,7 +64,11 @@ def cmd_data_import_imagetext(args) -> int:
         f1 = "macro" if args.name == "hfm" else args.f1_average
         m = imagetext.import_clmlf(args.path, out, args.name, classes, f1, image_dir=args.images, **kw)
     elif args.layout == "mvsa":
-        m = imagetext.import_mvsa(args.path, out, args.name, multiple=args.multiple, seed=args.seed, **kw)
+        splits = None
+        if args.splits:
+            splits = {s: Path(args.splits) / f"{s}.json" for s in ("train", "dev", "test")}
+        m = imagetext.import_mvsa(args.path, out, args.name, multiple=args.multiple, seed=args.seed,
+                                  clmlf_splits=splits, **kw)
     elif args.layout == "hfm":
         m = imagetext.import_hfm(args.path, out, args.name, **kw)
     else:
@@ -168,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--layout", required=True, choices=["clmlf", "mvsa", "hfm", "table"])
     it.add_argument("--images", help="image folder (clmlf default: PATH/dataset_image; required for table)")
     it.add_argument("--multiple", action="store_true", help="mvsa: three annotators (MVSA-Multiple)")
+    it.add_argument("--splits", help="mvsa: folder with CLMLF's train.json, dev.json, test.json to use their split")
     it.add_argument("--classes", help="comma-separated class names in label order (default: the registry's)")
     it.add_argument("--f1-average", default="weighted", choices=["weighted", "macro"])
     it.add_argument("--seed", type=int, default=1, help="seed of the random 8:1:1 split where none is official")
