@@ -47,7 +47,6 @@ class PretrainConfig:
     consistency_weight: float = 0.4  # lambda_1, eq. 10 (Table 2); 0 = w/o MCD (Table 5)
     tamper_p: float = 0.5  # p^tamper, eq. 6 (not printed)
     heldout: float = 0.1  # fraction of the pool held out
-    method: str = "aemt"  # whose params block gives the encoder architecture
 
     def validate(self, where: str) -> None:
         if not 0.0 <= self.tamper_p <= 1.0:
@@ -112,9 +111,8 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
         raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
     preset = manifest.preset or manifest.name
     cfg = pretrain_config(params, preset)
-    mcfg = params.method_config(cfg.method, preset)
-    from ..methods import get_method
-    spec = get_method(cfg.method).encoder_spec(mcfg)
+    from ..methods.aemt import AEMT
+    spec = AEMT.encoder_spec(params.method_config("aemt", preset))  # the architecture fine-tuning will load
     dev = pick_device(device)
     seed_everything(seed)
     pool_name, pool = _pool_split(ds)
