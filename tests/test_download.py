@@ -199,3 +199,25 @@ def test_synth_media_is_made_by_the_features_stage(tmp_path):
 
     with pytest.raises(FileNotFoundError, match="msarepro data download synth-media --out"):
         ensure_dataset("synth-media", tmp_path)
+
+
+def test_a_failed_import_leaves_the_previous_dataset_whole(tmp_path, monkeypatch, fetcher):
+    import os as _os
+
+    _register(monkeypatch, "tofu", [RemoteFile("t.pkl", None, manual="a colleague")], "manual")
+    raw = tmp_path / "data" / "raw" / "tofu"
+    raw.mkdir(parents=True)
+    (raw / "t.pkl").write_bytes(pickle.dumps(make_mmsa(), protocol=4))
+    out = tmp_path / "data" / "tofu"
+    download("tofu", out, fetcher=fetcher)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    class Evil:
+        def __reduce__(self):
+            return (_os.system, ("true",))
+
+    (raw / "t.pkl").write_bytes(pickle.dumps({"train": Evil()}))  # no published hash: a new file is imported
+    with pytest.raises(Exception, match="refused to load"):
+        download("tofu", out, fetcher=fetcher)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw", "tofu"]  # no staging folder left

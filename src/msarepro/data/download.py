@@ -28,6 +28,7 @@ deleted (the next run starts it afresh), a hand-placed one is left for the user 
 """
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import http.client
 import json
@@ -406,14 +407,40 @@ def _synth_media(out: Path, raw: Path, seed: int) -> str:
         write_raw_media(raw, seed=seed)
     if _up_to_date(out, {"media.json": sha256_file(stamp), "labels.csv": sha256_file(raw / "labels.csv")}):
         return f"{out} is up to date (same raw media)"
-    m, speed = extract(raw, out, name="synth-media", cache=raw / ".features-cache",
-                       sources={"media.json": sha256_file(stamp), "labels.csv": sha256_file(raw / "labels.csv")})
+    with staged_dir(out) as stage:
+        m, speed = extract(raw, stage, name="synth-media", cache=raw / ".features-cache",
+                           sources={"media.json": sha256_file(stamp), "labels.csv": sha256_file(raw / "labels.csv")})
     return (f"extracted the embedded raw media into {out}: {m.splits}; items/s: "
             + ", ".join(f"{k}={v:.1f}" for k, v in speed.items()))
 
 
+@contextlib.contextmanager
+def staged_dir(out: Path):
+    """Yield a sibling staging folder; on success it replaces `out` whole, so an interrupted import leaves either
+    the previous dataset or none, never a half-written one."""
+    out = Path(out)
+    stage = out.with_name(f".{out.name}.importing")
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        yield stage
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        if out.exists():
+            os.replace(out, old)
+        os.replace(stage, out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
 def import_registered(info: DatasetInfo, files: dict[str, Path], out: Path, sources: dict[str, str], **kw):
     """Import a registered real dataset from its verified raw files with the importer its entry names."""
+    with staged_dir(out) as stage:
+        m = _import(info, files, stage, sources, **kw)
+    return m
+
+
+def _import(info: DatasetInfo, files: dict[str, Path], out: Path, sources: dict[str, str], **kw):
     prov = {"sources": sources, "registry": info.name}
     kind = info.extra["importer"]
     if kind == "mmsa":
