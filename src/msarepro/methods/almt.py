@@ -19,8 +19,10 @@ Departures, all deliberate: padded positions are masked everywhere (the authors 
 residual adds to H_hyper^{j-1} itself, while the authors' code adds to LayerNorm(H_hyper^{j-1})
 (`ahl_residual: normed`); the language-scale layers add no second position embedding.
 
-Note that H_0's output attends only to the key/value stream, so in the paper's setting the prediction sees the
-language only through the AHL attention (eqs. 3-4); without AHL it is a function of audio and vision alone.
+Note that H_0's output attends only to the key/value stream, so with the fusion transformer the prediction sees
+the language only through the AHL attention (eqs. 3-4); without AHL it is a function of audio and vision alone.
+That fits Table 4's large drop for "w/o AHL" but not Table 3's "w/o Audio & AHL" rows, printed close to the
+full model: the paper does not say how those were built.
 
 Ablations (paper section 4.5), each a Config field:
     modalities        Table 3: drop audio and/or vision (their terms vanish from eq. 5); with neither there is
