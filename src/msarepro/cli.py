@@ -87,7 +87,8 @@ def cmd_data_extract(args) -> int:
     try:
         m, speed = extract(args.raw, args.out, text=args.text, audio=args.audio, vision=args.vision,
                            cache=args.cache, batch_size=args.batch_size, text_max_len=args.text_max_len,
-                           audio_max_len=args.audio_max_len, vision_max_len=args.vision_max_len, name=args.name)
+                           audio_max_len=args.audio_max_len, vision_max_len=args.vision_max_len, name=args.name,
+                           device=args.device)
     except MissingPackage as e:
         print(f"msarepro: error: {e}", file=sys.stderr)
         return 2
@@ -99,7 +100,7 @@ def cmd_data_extract(args) -> int:
 
 def cmd_data_extract_images(args) -> int:
     from .features.image import add_image_features
-    m, speed = add_image_features(args.dataset, args.out, args.model, batch_size=args.batch_size)
+    m, speed = add_image_features(args.dataset, args.out, args.model, batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.out}: image_features {m.modalities['image_features']}; {speed:.1f} images/s")
     return 0
 
@@ -195,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--text-max-len", type=int, default=50)
     x.add_argument("--audio-max-len", type=int)
     x.add_argument("--vision-max-len", type=int)
+    x.add_argument("--device", default="cpu", help="device of the text encoder (cpu, cuda, cuda:1 ...)")
     x.set_defaults(fn=cmd_data_extract)
 
     xi = data.add_parser("extract-images", help="add image-backbone features to an image-text dataset")
@@ -202,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     xi.add_argument("--model", required=True, help="HF image backbone name or local folder")
     xi.add_argument("--out", required=True)
     xi.add_argument("--batch-size", type=int, default=32)
+    xi.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     xi.set_defaults(fn=cmd_data_extract_images)
 
     t = sub.add_parser("train", help="train one (method, dataset, seed) run")

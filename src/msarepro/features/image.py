@@ -51,10 +51,10 @@ class ImageBackbone:
         return np.concatenate(chunks)
 
 
-def add_image_features(dataset: str | Path, out: str | Path, model: str, batch_size: int = 32):
+def add_image_features(dataset: str | Path, out: str | Path, model: str, batch_size: int = 32, device: str = "cpu"):
     """Copy an image-text dataset to `out` with `image_features` from `model`; -> (manifest, images/s)."""
     ds = load_dataset(dataset)
-    bb = ImageBackbone(model, batch_size)
+    bb = ImageBackbone(model, batch_size, device)
     arrays, t0, n = {}, time.perf_counter(), 0
     for name, split in ds.splits.items():
         feats = bb.extract(split.arrays["image"], f"{name} ({model})")

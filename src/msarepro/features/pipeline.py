@@ -42,7 +42,8 @@ def _pad(seqs: list[np.ndarray], max_len: int | None) -> tuple[np.ndarray, np.nd
 def extract(raw: str | Path, out: str | Path, text: str = "packaged-minilm", audio: str = "librosa",
             vision: str = "openface", cache: str | Path | None = None, batch_size: int = 32, text_max_len: int = 50,
             audio_max_len: int | None = None, vision_max_len: int | None = None,
-            name: str | None = None, sources: dict[str, str] | None = None) -> tuple[Manifest, dict[str, float]]:
+            name: str | None = None, sources: dict[str, str] | None = None,
+            device: str = "cpu") -> tuple[Manifest, dict[str, float]]:
     raw = Path(raw)
     info, labels = read_media(raw)
     cache = Path(cache) if cache is not None else raw / ".features-cache"
@@ -52,7 +53,7 @@ def extract(raw: str | Path, out: str | Path, text: str = "packaged-minilm", aud
     configs: dict[str, dict] = {}
 
     from .text import TextEncoder
-    enc = TextEncoder(text, max_len=text_max_len, batch_size=batch_size)
+    enc = TextEncoder(text, max_len=text_max_len, batch_size=batch_size, device=device)
     t0 = time.perf_counter()
     tx = enc.extract(list(zip(ids, labels["text"].fillna("").tolist())), cache)
     speed[f"text:{text}"] = len(ids) / max(time.perf_counter() - t0, 1e-9)
