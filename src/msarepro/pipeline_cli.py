@@ -58,24 +58,33 @@ def cmd_sweep(args) -> int:
 
 def _pretrain_stage(args) -> int:
     """Pretrain AE-MT's encoders for one dataset if the grid (or the single experiment) needs them; otherwise
-    record why not, so the stage's output exists either way."""
+    record why not, so the stage's output exists either way. The output persists between runs: encoders whose
+    fingerprint (settings, data, seed, code) is unchanged are kept, not pretrained again."""
+    import shutil
+
     from . import sweep
     from .io import write_json
 
     params = _params(args)
     out = Path(args.out or sweep.PRETRAIN_ROOT / args.pretrain)
-    need = sweep.pretrain_datasets(params)
-    if args.pretrain not in need:
-        out.mkdir(parents=True, exist_ok=True)
+    if args.pretrain not in sweep.pretrain_datasets(params):
+        if out.exists():
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
         write_json(out / "skipped.json", {"dataset": args.pretrain, "reason": "no AE-MT run on this dataset in "
                                           "params.yaml (sweep.methods x sweep.datasets, or model/dataset)"})
         print(f"pretrain {args.pretrain}: not needed by the sweep or the train stage; skipped")
         return 0
-    for f in out.glob("skipped.json"):
-        f.unlink()
+    fp = sweep.pretrain_fingerprint(params, args.pretrain)
+    stamp = out / "fingerprint.json"
+    if (out / "encoders.pt").exists() and stamp.exists() and json.loads(stamp.read_text()) == fp:
+        print(f"pretrain {args.pretrain}: {out / 'encoders.pt'} is up to date (same settings, data, seed, code)")
+        return 0
+    if out.exists():
+        shutil.rmtree(out)
     from .pretrain.run import run_pretraining
-    seed = sweep.pipeline_section(params)["pretrain_seed"]
-    r = run_pretraining(params, args.pretrain, seed, out, progress=not args.no_progress)
+    r = run_pretraining(params, args.pretrain, fp["seed"], out, progress=not args.no_progress)
+    write_json(stamp, fp)
     print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
     return 0
 

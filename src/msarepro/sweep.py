@@ -143,6 +143,20 @@ def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -
     return fp
 
 
+def pretrain_fingerprint(params: Params, dataset: str) -> dict:
+    """Everything AE-MT's pretrained encoders for `dataset` depend on."""
+    from .pretrain.run import pretrain_config
+
+    man = _manifest(params, dataset)
+    preset = man.get("preset") or dataset
+    cfg = pretrain_config(params, preset)
+    method = PRETRAIN_METHODS[0]  # AE-MT: its params block gives the encoder architecture
+    return {"dataset": dataset, "preset": preset, "pretrain": to_jsonable(cfg),
+            "encoder": to_jsonable(params.method_config(method, preset)), "data": to_jsonable(params.data),
+            "dataset_files": man.get("files", {}), "seed": pipeline_section(params)["pretrain_seed"],
+            "code": code_hash(method)}
+
+
 def _sha256(path: Path) -> str:
     from .io import sha256_file
     return sha256_file(path)
