@@ -6,7 +6,7 @@ decides which *runs* are stale, and Snakemake (Snakefile) schedules the missing 
 A run is up to date when its `fingerprint.json` equals the fingerprint computed now from:
     the method's resolved Config for the dataset's preset, params.yaml's `data:` section, the seed,
     the dataset files' SHA-256 (from its manifest), the pretrained encoders' hash (AE-MT only),
-    and a hash of the code the run executes (the package, minus the *other* methods' modules).
+    and a hash of the code the run executes (TRAINING_CODE, minus the *other* methods' modules).
 So changing one method's learning rate (or editing one method's file) retrains that method's runs only; every
 other run directory is kept (the stage's output is `persist: true` in dvc.yaml). Stale runs and runs that left
 the grid are deleted before Snakemake starts; Snakemake then runs exactly the jobs whose metrics.json is missing.
@@ -112,13 +112,21 @@ def pretrain_datasets(params: Params) -> list[str]:
     return sorted(set(out))
 
 
+# The code a training run executes (paths relative to the package; methods/ minus the other methods' modules).
+TRAINING_CODE = ("__init__.py", "config.py", "io.py", "metrics.py", "train.py", "data/*.py", "methods/*.py")
+
+
 def code_hash(method: str) -> str:
-    """SHA-256 over the package's Python sources, leaving out the modules of the other registered methods."""
+    """SHA-256 over the sources a run of `method` executes: TRAINING_CODE without the other registered methods'
+    modules, plus the pretraining package for methods that load pretrained encoders. Editing the reports or the
+    evaluation therefore retrains nothing."""
     from .methods import all_methods
 
     others = {Path(sys.modules[c.__module__].__file__).resolve() for n, c in all_methods().items() if n != method}
+    patterns = TRAINING_CODE + (("pretrain/*.py",) if method in PRETRAIN_METHODS else ())
+    files = sorted({p for pat in patterns for p in PACKAGE.glob(pat)})
     h = hashlib.sha256()
-    for p in sorted(PACKAGE.rglob("*.py")):
+    for p in files:
         if p.resolve() in others:
             continue
         h.update(str(p.relative_to(PACKAGE)).encode() + b"\0" + p.read_bytes() + b"\0")
