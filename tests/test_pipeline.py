@@ -22,14 +22,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def env() -> dict:
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
+def env(src: Path | None = None) -> dict:
+    """The subprocesses' environment; with `src`, they import msarepro from that copy of the package (so that
+    the code a test runs cannot change under it)."""
+    extra = {"PYTHONPATH": str(src)} if src else {}
+    return {**os.environ, **extra, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1",
             "OMP_NUM_THREADS": "1", "MSAREPRO_PROGRESS": "0", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
             "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    r = subprocess.run(cmd, cwd=cwd, env=env(), capture_output=True, text=True)
+    src = cwd / "src"
+    r = subprocess.run(cmd, cwd=cwd, env=env(src if (src / "msarepro").is_dir() else None), capture_output=True,
+                       text=True)
     if check and r.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r
@@ -191,7 +196,7 @@ def test_compare_and_render():
     assert "REGRESSION" in text and "-0.0300" in text and "1 regression" in text
 
 
-def test_check_regression_passes_on_committed_values_and_catches_a_push(tmp_path, capsys):
+def test_check_regression_passes_on_committed_values_and_catches_a_push(tmp_path):
     """The committed expected values reproduce (text-only baseline, to stay fast); pushing one past its
     tolerance fails with exit status 1."""
     s = regression.settings(config.load_raw(ROOT / "params.yaml"))
@@ -202,12 +207,10 @@ def test_check_regression_passes_on_committed_values_and_catches_a_push(tmp_path
     exp["metrics"][key]["Has0_acc_2"] += 0.05  # expected better than we get: a regression
     pushed = tmp_path / "expected.json"
     pushed.write_text(json.dumps(exp))
-    capsys.readouterr()
-    assert regression.check(ROOT / "params.yaml", str(pushed), methods=["text_only"]) == 1
-    out = capsys.readouterr().out
-    assert "REGRESSION" in out and key in out and "Has0_acc_2" in out
-    assert sh([str(BIN / "msarepro"), "check-regression", "--methods", "text_only", "--expected", str(pushed)],
-              ROOT, check=False).returncode == 1
+    r = sh([str(BIN / "msarepro"), "check-regression", "--methods", "text_only", "--expected", str(pushed)],
+           ROOT, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "REGRESSION" in r.stdout and key in r.stdout and "Has0_acc_2" in r.stdout
 
 
 # ----------------------------------------------------------------------------------------- dvc end to end
@@ -231,7 +234,9 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     out = sh([dvc, "repro"], p).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
     assert ran == {"sweep", "evaluate", "tables"}, out
-    assert "1 to run, 1 up to date" in out and "(config.lr)" in out
+    said = [line for line in out.splitlines() if line.startswith(("sweep:", "runs/sweep"))]
+    assert said[-1].endswith("2 jobs in the grid, 1 to run, 1 up to date"), said
+    assert any("lf_dnn" in line and "(config.lr)" in line for line in said), said
     assert text_run.stat().st_mtime_ns == stamp  # the other method's run was not retrained
 
     sh(["git", "add", "-A"], p)
