@@ -224,3 +224,16 @@ def test_tamper_detection_is_learned_when_modalities_share_information(small_dat
                 "pretrain.heldout=0.3")
     res = run_pretraining(p, str(data), 1111, tmp_path / "pre", progress=False)
     assert res["best"]["heldout_tamper_acc"] > 0.7  # chance is 0.5
+
+
+def test_weak_positives_by_m_polarity_or_by_unimodal_polarities(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    cfg = params.method_config("aemt", "synth-sims")
+    batch = {"y": torch.tensor([0.4, 0.6, -0.2]), "y_T": torch.tensor([0.2, 0.2, -0.2]),
+             "y_A": torch.tensor([0.2, -0.2, -0.2]), "y_V": torch.tensor([0.2, 0.2, 0.2])}
+    weak, neg = build_method("aemt", cfg, ds.manifest).contrast_masks(batch)
+    assert neg.tolist() == [[False, False, True], [False, False, True], [True, True, False]]
+    assert weak[0, 1] and weak[1, 0]  # same M polarity
+    weak_u, neg_u = build_method("aemt", replace(cfg, weak_positives="unimodal"), ds.manifest).contrast_masks(batch)
+    assert torch.equal(neg_u, neg)
+    assert not weak_u[0, 1] and not weak_u[1, 0]  # their audio polarities differ: neither positive nor negative
