@@ -170,7 +170,7 @@ def test_snakemake_dry_runs_list_one_job_per_run(tmp_path):
     p = make_project(tmp_path, raw, git=False)
     n_jobs = len(sweep.validate(config.from_dict(raw)))
     assert n_jobs >= 6  # text_only on both datasets, lf_dnn on synth-mosi, infig on synth-mvsa; x 2 seeds
-    for profile in ("profiles/local-cpu", "profiles/slurm"):
+    for profile in ("profiles/local-cpu", "profiles/local-gpu", "profiles/slurm"):
         r = sh([str(BIN / "snakemake"), "--profile", profile, "-n", "--quiet", "rules"], p)
         counts = dict(line.split()[:2] for line in r.stdout.splitlines() if line.split()[:1] in (["train"], ["download"]))
         assert counts == {"train": str(n_jobs), "download": "2"}, r.stdout
