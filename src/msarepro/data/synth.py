@@ -15,6 +15,9 @@ Trimodal generative process (synth-mosi, synth-sims), per sample:
     M = z_t + r_a z_a + r_v z_v         (synth-mosi: rounded to the 0.2 grid, clipped to [-3, 3])
                                         (synth-sims: divided by 3, rounded to 0.2, clipped to [-1, 1];
                                          unimodal labels T, A, V are what each modality alone shows)
+synth-sims also gives each clip one of 24 speakers whose signature (a fixed offset per speaker and modality)
+marks every real frame of all three modalities: the modalities of one clip belong together, so a swapped
+modality is detectable (AE-MT's modality-consistency pretext task), while the label ignores the speaker.
 Sentiment is carried by a few positions of each sequence (2 text tokens, 3 audio and 3 vision frames); every
 other position is noise, and sequences have variable true lengths.
 Text is given both as token ids (a small vocabulary: sentiment words are bins of z_t, cue words, filler) and as
@@ -57,6 +60,8 @@ class TrimodalSpec:
     vision_len: int = 30
     relevance: float = 0.7
     av_signal: float = 3.0  # amplitude of the sentiment direction on the audio/vision carrier frames
+    speakers: int = 0  # > 0: each clip has one of this many speakers whose signature marks all three modalities
+    speaker_signature: float = 1.0  # amplitude of that signature on every real frame
 
 
 # Vocabulary of the trimodal text: 4 specials, 2 cue words, 20 sentiment bins, filler up to VOCAB.
@@ -75,6 +80,10 @@ def generate_trimodal(spec: TrimodalSpec, seed: int) -> tuple[dict, pd.DataFrame
     u_t = _unit(rng, spec.text_dim)
     u_a = _unit(rng, spec.audio_dim)
     u_v = _unit(rng, spec.vision_dim)
+    # Speaker signatures come from their own stream so that they leave every other draw unchanged.
+    srng = np.random.default_rng([seed, 7])
+    sig = {m: srng.normal(0, spec.speaker_signature, (max(spec.speakers, 1), d))
+           for m, d in (("text", spec.text_dim), ("audio", spec.audio_dim), ("vision", spec.vision_dim))}
     sizes = {"train": spec.n_train, "valid": spec.n_valid, "test": spec.n_test}
     if spec.n_unlabeled:
         sizes["unlabeled"] = spec.n_unlabeled
@@ -114,6 +123,11 @@ def generate_trimodal(spec: TrimodalSpec, seed: int) -> tuple[dict, pd.DataFrame
                 pos = rng.choice(length, 3, replace=False)
                 seq[i, pos] += spec.av_signal * shown * u
             words.append(" ".join(_word(t) for t in tok))
+        if spec.speakers:
+            spk = srng.integers(0, spec.speakers, n)
+            for m, seq, length in (("text", text, t_len), ("audio", audio, a_len), ("vision", vision, v_len)):
+                real = np.arange(seq.shape[1])[None, :] < length[:, None]  # (n, L)
+                seq += (real[..., None] * sig[m][spk][:, None, :]).astype(np.float32)
         arrays[split] = {"text": text, "text_lengths": t_len.astype(np.int64),
                          "audio": audio, "audio_lengths": a_len.astype(np.int64),
                          "vision": vision, "vision_lengths": v_len.astype(np.int64),
@@ -237,7 +251,7 @@ def synth_mosi(scale: float = 1.0) -> TrimodalSpec:
 
 
 def synth_sims(scale: float = 1.0) -> TrimodalSpec:
-    return TrimodalSpec("synth-sims", "sims", *_n((900, 200, 300, 1500), scale))
+    return TrimodalSpec("synth-sims", "sims", *_n((900, 200, 300, 1500), scale), speakers=24)
 
 
 def _n(sizes: tuple[int, ...], scale: float) -> list[int]:
