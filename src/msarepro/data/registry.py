@@ -137,11 +137,11 @@ _image_text("tumemo", "TumEmo (Yang et al. 2020): Tumblr posts, 7 emotions, rand
 def dataset_dir(name_or_path: str, data_root: str | Path) -> Path:
     """Directory of a dataset given by registered name (under data_root), by the name of a dataset imported under
     data_root (`msarepro data import-mmsa ... --name NAME`), or by a path to a canonical directory."""
+    if name_or_path in DATASETS:  # a registered name wins over a same-named folder in the working directory
+        return Path(data_root) / name_or_path
     p = Path(name_or_path)
     if (p / "manifest.json").exists():
         return p
-    if name_or_path in DATASETS:
-        return Path(data_root) / name_or_path
     if "/" not in name_or_path and (Path(data_root) / name_or_path / "manifest.json").exists():
         return Path(data_root) / name_or_path
     raise KeyError(f"unknown dataset {name_or_path!r}: not a registered name ({', '.join(sorted(DATASETS))}) "
