@@ -430,8 +430,8 @@ def plot_tsne(panels: dict[str, np.ndarray], path: Path, seed: int = 0, max_poin
     for ax, (title, feats) in zip(axes[0], panels.items()):
         feats = feats[:max_points]
         n = len(feats)
-        emb = TSNE(2, perplexity=min(30.0, max(2.0, (6 * n - 1) / 3)), random_state=seed,
-                   init="pca").fit_transform(feats.transpose(1, 0, 2).reshape(6 * n, -1))
+        emb = TSNE(2, perplexity=min(30.0, max(2.0, (6 * n - 1) / 3)), random_state=seed, metric="cosine",
+                   init="pca").fit_transform(feats.transpose(1, 0, 2).reshape(6 * n, -1))  # the loss's geometry
         for k, name in enumerate(FEATURES):
             pts = emb[k * n:(k + 1) * n]
             ax.scatter(pts[:, 0], pts[:, 1], s=4, c=colours[k], label=name, edgecolors="none")
