@@ -215,7 +215,8 @@ def test_contrastive_term_pulls_close_together_and_pushes_far_away(small_data, t
     contrastive term C_T/C_V/C_A move together and C_T moves away from F_*; without it they do not."""
     stats = {}
     for cl in (True, False):
-        params = fast_params(max_epochs=6, **{"methods.sfttr.contrastive": cl})
+        params = fast_params(max_epochs=6, **{"methods.sfttr.contrastive": cl,  # the paper's beta_cl
+                                              "methods.sfttr.presets.synth-sims.beta_cl": 0.1})
         out = tmp_path / f"cl_{cl}"
         run(params, RunSpec("sfttr", str(small_data["synth-sims"]), 1111, out, progress=False))
         stats[cl] = export_run(out)
