@@ -45,7 +45,7 @@ def test_classification_run_outputs(tmp_path, small_data):
     _train(tmp_path / "c", "text_only", small_data["synth-mvsa"], epochs=2)
     pred = pd.read_csv(tmp_path / "c" / "predictions.csv")
     assert {"p_0", "p_1", "p_2"} <= set(pred.columns)
-    assert np.allclose(pred[["p_0", "p_1", "p_2"]].sum(1), 1, atol=1e-4)
+    assert np.allclose(pred[["p_0", "p_1", "p_2"]].sum(axis=1), 1, atol=1e-4)
     assert (pred["y_pred"] == pred[["p_0", "p_1", "p_2"]].to_numpy().argmax(1)).all()
 
 
