@@ -98,3 +98,28 @@ class TextSubNet(nn.Module):
         packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
         _, (h, _) = self.rnn(packed)
         return self.out(self.drop(h[-1]))
+
+
+class UnimodalSubNets(nn.Module):
+    """MMSA's unimodal front end of LF-DNN and TFN: SubNets over time-averaged audio and vision, a TextSubNet
+    over the token sequence. `cfg` needs hidden_audio, hidden_vision, hidden_text, text_out, dropout."""
+
+    def __init__(self, manifest, cfg):
+        super().__init__()
+        mods = manifest.modalities
+        self.audio_net = SubNet(mods["audio"]["dim"], cfg.hidden_audio, cfg.dropout)
+        self.vision_net = SubNet(mods["vision"]["dim"], cfg.hidden_vision, cfg.dropout)
+        self.text_net = TextSubNet(mods["text"]["dim"], cfg.hidden_text, cfg.text_out, cfg.dropout)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """-> h_t (B, text_out), h_a (B, hidden_audio), h_v (B, hidden_vision)."""
+        h_a = self.audio_net(masked_mean(batch["audio"], batch["audio_mask"]))
+        h_v = self.vision_net(masked_mean(batch["vision"], batch["vision_mask"]))
+        h_t = self.text_net(batch["text"], batch["text_mask"])
+        return h_t, h_a, h_v
+
+
+def post_fusion_mlp(in_dim: int, hidden: int, out_dim: int, dropout: float) -> nn.Sequential:
+    """Dropout, then Linear+ReLU twice, then the output Linear (MMSA's post-fusion layers)."""
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(in_dim, hidden), nn.ReLU(),
+                         nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, out_dim))

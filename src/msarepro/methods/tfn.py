@@ -9,12 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..config import MethodConfig
 from . import register
 from .base import Method
-from .blocks import SubNet, TextSubNet, masked_mean
+from .blocks import UnimodalSubNets, post_fusion_mlp
 
 
 def tensor_fusion(*hs: torch.Tensor) -> torch.Tensor:
@@ -39,21 +38,14 @@ class TFN(Method):
 
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
-        mods = manifest.modalities
-        self.audio_net = SubNet(mods["audio"]["dim"], cfg.hidden_audio, cfg.dropout)
-        self.vision_net = SubNet(mods["vision"]["dim"], cfg.hidden_vision, cfg.dropout)
-        self.text_net = TextSubNet(mods["text"]["dim"], cfg.hidden_text, cfg.text_out, cfg.dropout)
+        self.subnets = UnimodalSubNets(manifest, cfg)
         fused = (cfg.hidden_audio + 1) * (cfg.hidden_vision + 1) * (cfg.text_out + 1)
-        self.post = nn.Sequential(nn.Dropout(cfg.dropout), nn.Linear(fused, cfg.post_fusion_dim), nn.ReLU(),
-                                  nn.Linear(cfg.post_fusion_dim, cfg.post_fusion_dim), nn.ReLU(),
-                                  nn.Linear(cfg.post_fusion_dim, self.out_dim))
+        self.post = post_fusion_mlp(fused, cfg.post_fusion_dim, self.out_dim, cfg.dropout)
         lo, hi = manifest.label_range
         self.range, self.shift = hi - lo, lo
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        h_a = self.audio_net(masked_mean(batch["audio"], batch["audio_mask"]))
-        h_v = self.vision_net(masked_mean(batch["vision"], batch["vision_mask"]))
-        h_t = self.text_net(batch["text"], batch["text_mask"])
+        h_t, h_a, h_v = self.subnets(batch)  # (B, To), (B, Ha), (B, Hv)
         z = self.post(tensor_fusion(h_a, h_v, h_t))  # (B, out)
         if self.task == "regression":
             z = torch.sigmoid(z) * self.range + self.shift
