@@ -1,13 +1,15 @@
 """The training grid of the `sweep` stage: (method, dataset, seed) jobs, derived from params.yaml and the registries.
 
-Division of labour (../shared/DESIGN.md): DVC decides whether the `sweep` stage is stale; inside it, this module
+Division of labour: DVC decides whether the `sweep` stage is stale; inside it, this module
 decides which *runs* are stale, and Snakemake (Snakefile) schedules the missing ones over CPU slots or GPUs.
 
 A run is up to date when its `fingerprint.json` equals the fingerprint computed now from:
     the method's resolved Config for the dataset's preset, params.yaml's `data:` section, the seed,
     the dataset files' SHA-256 (from its manifest), the pretrained encoders' hash (AE-MT only),
-    and a hash of the code the run executes (TRAINING_CODE, minus the *other* methods' modules).
-So changing one method's learning rate (or editing one method's file) retrains that method's runs only; every
+    and a hash of the code the run executes: the package's static import closure (codedeps.py) of the training
+    loop (TRAIN_MODULE) and of the method's own module, so a method's parent or building blocks count too.
+So changing one method's learning rate (or editing one method's file) retrains the runs whose code includes it
+(editing methods/mult.py retrains MulT's runs and AE-MT's, which builds on MulT); every
 other run directory is kept (the stage's output is `persist: true` in dvc.yaml). Stale runs and runs that left
 the grid are deleted before Snakemake starts; Snakemake then runs exactly the jobs whose metrics.json is missing.
 """
@@ -22,9 +24,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import codedeps
 from .config import ConfigError, Params, to_jsonable
 
-PACKAGE = Path(__file__).resolve().parent
 SWEEP_ROOT = Path("runs/sweep")
 PRETRAIN_ROOT = Path("pretrain")
 PRETRAIN_METHODS = ("aemt",)  # methods whose runs consume the `pretrain` stage's encoders
@@ -112,25 +114,43 @@ def pretrain_datasets(params: Params) -> list[str]:
     return sorted(set(out))
 
 
-# The code a training run executes (paths relative to the package; methods/ minus the other methods' modules).
-TRAINING_CODE = ("__init__.py", "config.py", "io.py", "metrics.py", "train.py", "data/*.py", "methods/*.py")
+# The modules whose import closures are the code of a training run (plus the method's module) and of AE-MT's
+# encoder pretraining. Everything else follows from what these import (codedeps.py).
+TRAIN_MODULE = "msarepro.train"
+PRETRAIN_MODULE = "msarepro.pretrain.run"
+
+
+def method_module(method: str) -> str:
+    """The module that defines a registered method's class."""
+    from .methods import get_method
+    return get_method(method).__module__
+
+
+def run_code_modules(method: str) -> set[str]:
+    """The package modules a training run of `method` executes: the training loop's import closure and the
+    method module's. The registry's discovery of the other method modules is not an import (codedeps.py)."""
+    return codedeps.closure([TRAIN_MODULE, method_module(method)])
+
+
+def _hash_modules(modules: set[str]) -> str:
+    files = codedeps.module_files()
+    h = hashlib.sha256()
+    for name in sorted(modules):
+        p = files[name]
+        h.update(p.relative_to(codedeps.PACKAGE_DIR).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def code_hash(method: str) -> str:
-    """SHA-256 over the sources a run of `method` executes: TRAINING_CODE without the other registered methods'
-    modules, plus the pretraining package for methods that load pretrained encoders. Editing the reports or the
-    evaluation therefore retrains nothing."""
-    from .methods import all_methods
+    """SHA-256 over the sources a run of `method` executes (run_code_modules). Editing the reports, the
+    evaluation or another method's module therefore retrains nothing; editing a module the method imports
+    (AE-MT imports MulT) retrains it."""
+    return _hash_modules(run_code_modules(method))
 
-    others = {Path(sys.modules[c.__module__].__file__).resolve() for n, c in all_methods().items() if n != method}
-    patterns = TRAINING_CODE + (("pretrain/*.py",) if method in PRETRAIN_METHODS else ())
-    files = sorted({p for pat in patterns for p in PACKAGE.glob(pat)})
-    h = hashlib.sha256()
-    for p in files:
-        if p.resolve() in others:
-            continue
-        h.update(str(p.relative_to(PACKAGE)).encode() + b"\0" + p.read_bytes() + b"\0")
-    return h.hexdigest()
+
+def pretrain_code_hash() -> str:
+    """SHA-256 over the sources AE-MT's encoder pretraining executes (the closure of PRETRAIN_MODULE)."""
+    return _hash_modules(codedeps.closure([PRETRAIN_MODULE]))
 
 
 def _manifest(params: Params, dataset: str) -> dict:
@@ -162,7 +182,7 @@ def pretrain_fingerprint(params: Params, dataset: str) -> dict:
     return {"dataset": dataset, "preset": preset, "pretrain": to_jsonable(cfg),
             "encoder": to_jsonable(params.method_config(method, preset)), "data": to_jsonable(params.data),
             "dataset_files": man.get("files", {}), "seed": pipeline_section(params)["pretrain_seed"],
-            "code": code_hash(method)}
+            "code": pretrain_code_hash()}
 
 
 def _sha256(path: Path) -> str:
