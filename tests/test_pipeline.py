@@ -143,6 +143,149 @@ def test_prepare_prunes_stale_and_foreign_runs(tmp_path, small_data):
     assert (sweep.Job("text_only", "synth-mosi", 1111).run_dir(root) / "metrics.json").exists()
 
 
+def test_a_run_depends_on_the_modules_it_imports(tmp_path, monkeypatch):
+    """Editing methods/mult.py changes MulT's and AE-MT's code hash (AE-MT builds on MulT), not TFN's; editing
+    methods/blocks.py changes the pretraining's; editing another method's file or the reports changes none."""
+    from msarepro import codedeps
+
+    pkg = tmp_path / "msarepro"
+    shutil.copytree(codedeps.PACKAGE_DIR, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(codedeps, "PACKAGE_DIR", pkg)
+    methods = ("mult", "aemt", "tfn", "text_only")
+
+    def hashes():
+        return {m: sweep.code_hash(m) for m in methods} | {"pretrain": sweep.pretrain_code_hash()}
+
+    before = hashes()
+    assert len(set(before.values())) == len(before)
+    with open(pkg / "methods" / "mult.py", "a") as f:
+        f.write("# edited\n")
+    after = hashes()
+    assert {k for k in before if before[k] != after[k]} == {"mult", "aemt", "pretrain"}
+    with open(pkg / "methods" / "blocks.py", "a") as f:
+        f.write("# edited\n")
+    blocks = hashes()
+    assert blocks["pretrain"] != after["pretrain"] and blocks["tfn"] != after["tfn"]
+    for name in ("methods/infig.py", "report/tables.py", "evaluate.py"):
+        with open(pkg / name, "a") as f:
+            f.write("# edited\n")
+    assert hashes() == blocks
+
+
+def test_dvc_yaml_code_deps_are_the_import_closures():
+    """dvc.yaml's train, sweep and pretrain stages list exactly the source files of their import closures
+    (`python -m msarepro.dvcdeps` writes them); today's hand lists missed e.g. methods/blocks.py for pretrain."""
+    from msarepro import dvcdeps
+
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    listed = {}
+    for name in ("train", "sweep", "pretrain"):
+        st = stages[name].get("do", stages[name])
+        listed[name] = sorted(d for d in st["deps"] if d.startswith("src/"))
+    assert listed == dvcdeps.stage_code_deps()
+    assert "src/msarepro/methods/blocks.py" in listed["pretrain"]
+    r = subprocess.run([sys.executable, "-m", "msarepro.dvcdeps", "--check"], cwd=ROOT, env=env(ROOT / "src"),
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_dvcdeps_rewrites_and_checks_the_marked_blocks(tmp_path):
+    from msarepro import dvcdeps
+
+    text = (ROOT / "dvc.yaml").read_text()
+    deps = dvcdeps.stage_code_deps()
+    assert dvcdeps.render(text, deps) == text
+    stale = text.replace("      - src/msarepro/train.py\n", "", 1)
+    assert stale != text and dvcdeps.render(stale, deps) == text
+    f = tmp_path / "dvc.yaml"
+    f.write_text(stale)
+    assert dvcdeps.main(["--dvc-yaml", str(f), "--check"]) == 1 and f.read_text() == stale
+    assert dvcdeps.main(["--dvc-yaml", str(f)]) == 0 and f.read_text() == text
+    with pytest.raises(ValueError, match="sweep"):
+        dvcdeps.render(text.replace("# >>> code deps of sweep", "# sweep"), deps)
+
+
+def _stage_outputs() -> dict[str, bool]:
+    """Every output path of dvc.yaml (foreach items and ${dataset} filled in) -> whether DVC caches it."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    out = {}
+    for st in stages.values():
+        body = st.get("do", st)
+        for kind in ("outs", "metrics", "plots"):
+            for o in body.get(kind) or []:
+                path, opts = (o, {}) if isinstance(o, str) else next(iter(o.items()))
+                path = path.replace("${item}", "synth-mosi").replace("${dataset}", "synth-mosi")
+                out[path] = opts.get("cache", True)
+    return out
+
+
+def _git_ignored(paths: list[str]) -> set[str]:
+    r = subprocess.run(["git", "check-ignore", "--no-index", "--stdin"], cwd=ROOT, input="\n".join(paths),
+                       capture_output=True, text=True)
+    assert r.returncode in (0, 1), r.stderr
+    return set(r.stdout.split())
+
+
+def test_gitignore_covers_cached_outputs_and_commits_uncached_ones():
+    """After `dvc repro` on a fresh clone git sees nothing new: every cached output (and anything inside one) is
+    git-ignored, every uncached metric/plot is not (so that experiments commit it), and timings are ignored."""
+    outs = _stage_outputs()
+    cached = [p for p, c in outs.items() if c]
+    inside = [f"{p}/x/y.json" for p in cached if not Path(p).suffix]
+    assert {"checks/synth-mosi.json", "pretrain/synth-mosi", "runs/sweep", "runs/train/best.pt"} <= set(cached)
+    timings = ["runs/train/timing.json", "runs/sweep/tfn/synth-mosi/1111/timing.json", "pretrain/synth-mosi/timing.json"]
+    ignored = _git_ignored(cached + inside + timings + [p for p, c in outs.items() if not c])
+    assert set(cached + inside + timings) <= ignored
+    assert {"runs/train/metrics.json", "runs/train/history.csv"} <= {p for p, c in outs.items() if not c}
+    assert not {p for p, c in outs.items() if not c} & ignored
+
+
+def test_timings_stay_out_of_dvc_hashes(tmp_path):
+    """A stage whose output directory holds a timing.json that differs on every run: with the project's
+    .dvcignore, `dvc repro -f` leaves dvc.lock unchanged."""
+    p = tmp_path / "proj"
+    p.mkdir()
+    shutil.copy(ROOT / ".dvcignore", p / ".dvcignore")
+    code = ("import json, os, time; os.makedirs('out/run', exist_ok=True); "
+            "open('out/run/metrics.json', 'w').write('{}'); "
+            "json.dump({'seconds': time.perf_counter_ns()}, open('out/run/timing.json', 'w'))")
+    (p / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"s": {"cmd": f'{sys.executable} -c "{code}"',
+                                                                 "outs": [{"out": {"persist": True}}]}}}))
+    sh(["git", "init", "-q"], p)
+    sh([str(BIN / "dvc"), "init", "-q"], p)
+    sh([str(BIN / "dvc"), "repro"], p)
+    lock, timing = (p / "dvc.lock").read_text(), (p / "out/run/timing.json").read_text()
+    sh([str(BIN / "dvc"), "repro", "-f"], p)
+    assert (p / "out/run/timing.json").read_text() != timing
+    assert (p / "dvc.lock").read_text() == lock
+    assert "nfiles: 1" in lock  # metrics.json only
+
+
+def test_timings_are_the_only_difference_between_identical_runs(tmp_path, small_data):
+    """Two runs of the same inputs write byte-identical files apart from timing.json, for a training run and for
+    AE-MT's pretraining (whose metrics.json held `seconds`)."""
+    from msarepro.pretrain.run import run_pretraining
+    from msarepro.train import RunSpec, run
+
+    from .conftest import fast_params
+
+    params = fast_params(1)
+    pre = config.from_dict(config.apply_overrides(config.load_raw(ROOT / "params.yaml"),
+                                                  ["pretrain.presets.synth-sims.epochs=1"]))
+    for name in ("a", "b"):
+        run(params, RunSpec("text_only", str(small_data["synth-mosi"]), 1111, tmp_path / name / "run",
+                            progress=False))
+        run_pretraining(pre, str(small_data["synth-sims"]), 1111, tmp_path / name / "pre", progress=False)
+    for kind in ("run", "pre"):
+        a, b = tmp_path / "a" / kind, tmp_path / "b" / kind
+        files = sorted(f.relative_to(a).as_posix() for f in a.rglob("*") if f.is_file())
+        assert "timing.json" in files
+        assert files == sorted(f.relative_to(b).as_posix() for f in b.rglob("*") if f.is_file())
+        differ = [f for f in files if (a / f).read_bytes() != (b / f).read_bytes()]
+        assert set(differ) <= {"timing.json"}, differ
+    assert "seconds" not in json.loads((tmp_path / "a/pre/metrics.json").read_text())
+
+
 # ----------------------------------------------------------------------------------------------- GPU slots
 def test_gpu_slots_are_exclusive(tmp_path):
     from msarepro.gpuslot import acquire, main

@@ -9,6 +9,8 @@ an uninterrupted run: shuffling uses a generator seeded per epoch and the RNG st
 Run directory (all files written atomically):
     metrics.json  predictions.csv  history.csv  config.json  best.pt  checkpoint.pt  timing.json
     epochs/epoch_NNN.npz   per-epoch outputs on valid and test (regression: values; classification: probs)
+timing.json (wall-clock seconds, samples/s) is the only file that differs between two runs of the same inputs;
+DVC leaves it out of the outputs' hashes (.dvcignore) and git ignores it.
 """
 from __future__ import annotations
 
@@ -267,8 +269,10 @@ def _fault_point(epoch: int, batch: int) -> None:
 
 
 def _save(path: Path, obj) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    # Through a file object: given a path, torch.save names the archive's records after the (random) temporary
+    # file name, and the checkpoint's bytes, hence DVC's hash and dvc.lock, would differ on every run.
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _progress(it, spec: RunSpec, desc: str):

@@ -14,6 +14,8 @@ Output directory (written atomically):
     encoders.pt   {"spec", "in_dims", "encoders": {m: state_dict}, "config", "dataset", "dataset_files", "seed"}
     history.csv   per epoch: train_/heldout_ recon, consistency, loss, tamper_acc; lr (a DVC plot)
     metrics.json  held-out figures before training and at the kept epoch, chance level of tamper detection
+    timing.json   wall-clock seconds; apart from the results (and out of DVC's hashes, .dvcignore), so that the
+                  output's hash is the same on every run and machine
 """
 from __future__ import annotations
 
@@ -166,10 +168,10 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
         if cfg.patience and bad >= cfg.patience:
             break
     elapsed = time.perf_counter() - t0
-    with atomic_path(out / "encoders.pt") as tmp:
+    with atomic_path(out / "encoders.pt") as tmp, open(tmp, "wb") as f:  # a file object: see train._save
         torch.save({"spec": spec.as_dict(), "in_dims": in_dims, "encoders": best_state, "config": asdict(cfg),
                     "dataset": manifest.name, "dataset_files": manifest.files, "seed": seed,
-                    "best_epoch": best["epoch"], "msarepro": __version__}, tmp)
+                    "best_epoch": best["epoch"], "msarepro": __version__}, f)
     with atomic_path(out / "history.csv") as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.6g")
     result = {
@@ -178,7 +180,8 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
         "tamper_chance": max(cfg.tamper_p, 1 - cfg.tamper_p),
         "initial": {f"heldout_{k}": v for k, v in initial.items()},
         "best": {k: v for k, v in best.items() if k.startswith("heldout_")},
-        "seconds": elapsed, "config": asdict(cfg), "encoder": spec.as_dict(),
+        "config": asdict(cfg), "encoder": spec.as_dict(),
     }
     write_json(out / "metrics.json", result)
+    write_json(out / "timing.json", {"seconds": elapsed})
     return result
