@@ -57,7 +57,7 @@ def make_project(tmp: Path, raw: dict, git: bool = True) -> Path:
     """A copy of the project's pipeline files with a tiny params.yaml (the package itself is the installed one)."""
     p = tmp / "proj"
     p.mkdir(parents=True)
-    for name in ("dvc.yaml", "Snakefile", ".dvcignore"):
+    for name in ("dvc.yaml", "Snakefile", ".dvcignore", ".gitignore"):
         shutil.copy(ROOT / name, p / name)
     for name in ("workflow", "profiles", "reports/paper_results"):
         shutil.copytree(ROOT / name, p / name)
@@ -397,3 +397,60 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     sh([dvc, "pull"], p)
     assert (p / "data/synth-mosi/manifest.json").exists() and text_run.exists()
     assert "Data and pipelines are up to date" in sh([dvc, "status"], p).stdout
+
+
+def _exp_rows(shown) -> dict[str, dict]:
+    """`dvc exp show --json` -> {experiment name or 'workspace'/branch: its runs/train/metrics.json data}."""
+    rows = {}
+
+    def walk(node):
+        if isinstance(node, dict):
+            metrics = ((node.get("data") or {}).get("metrics") or {}).get("runs/train/metrics.json")
+            if "rev" in node and metrics is not None:
+                rows[node.get("name") or node["rev"]] = metrics.get("data")
+            for v in node.values():
+                walk(v)
+        elif isinstance(node, list):
+            for v in node:
+                walk(v)
+
+    walk(shown)
+    return rows
+
+
+@pytest.mark.slow
+def test_fresh_clone_is_clean_and_experiments_compare(tmp_path):
+    """A fresh clone's `dvc repro` leaves `git status` clean and dvc.lock unchanged; two `dvc exp run -S model=`
+    experiments show both rows' metrics in `dvc exp show`, and `dvc metrics diff` / `dvc plots diff` both sides."""
+    raw = tiny_params(methods=("text_only", "lf_dnn"))
+    raw["sweep"]["methods"] = ["text_only"]
+    for m in ("text_only", "lf_dnn"):
+        raw["methods"][m]["max_epochs"] = 1
+    p = make_project(tmp_path, raw)
+    dvc = str(BIN / "dvc")
+    sh([dvc, "repro"], p)
+    sh(["git", "add", "-A"], p)
+    sh(["git", "commit", "-qm", "results"], p)
+    tracked = sh(["git", "ls-files"], p).stdout.split()
+    assert "runs/train/metrics.json" in tracked and "runs/train/history.csv" in tracked
+    assert not [f for f in tracked if f.startswith(("data/", "checks/", "pretrain/", "runs/sweep/"))], tracked
+
+    clone = tmp_path / "clone"
+    sh(["git", "clone", "-q", str(p), str(clone)], tmp_path)
+    sh([dvc, "repro"], clone)  # no cache, no remote: everything runs again
+    assert sh(["git", "status", "--porcelain"], clone).stdout == ""
+
+    sh([dvc, "exp", "run", "-n", "exp-lf", "-S", "model=lf_dnn"], p)
+    sh([dvc, "exp", "run", "-n", "exp-text", "-S", "model=text_only", "-S", "seed=1112"], p)
+    rows = _exp_rows(json.loads(sh([dvc, "exp", "show", "--json"], p).stdout))
+    assert {"exp-lf", "exp-text"} <= set(rows), rows
+    lf, text = rows["exp-lf"], rows["exp-text"]
+    assert lf["model"] == "lf_dnn" and text["model"] == "text_only" and text["seed"] == 1112
+    assert isinstance(lf["test"]["Has0_acc_2"], float) and isinstance(text["test"]["Has0_acc_2"], float)
+
+    diff = json.loads(sh([dvc, "metrics", "diff", "exp-lf", "exp-text", "--json"], p).stdout)
+    mae = diff["runs/train/metrics.json"]["test.MAE"]
+    assert mae["old"] == lf["test"]["MAE"] and mae["new"] == text["test"]["MAE"]
+    plots = json.loads(sh([dvc, "plots", "diff", "exp-lf", "exp-text", "--json"], p).stdout)["data"]
+    curve = plots["dvc.yaml::runs/train/history.csv"][0]["content"]["data"]["values"]
+    assert {row["rev"] for row in curve} == {"exp-lf", "exp-text"}
