@@ -14,6 +14,7 @@ Importing a module also runs its parent packages' __init__.py: each module depen
 Not imports: names built at run time (`importlib.import_module(f"...{name}")`, pkgutil discovery). The method
 registry discovers method modules that way; that is deliberately not an edge, or every method's file would be
 in every run's closure. A run's code is therefore closure(training loop) | closure(the method's own module).
+Imports under `if TYPE_CHECKING:` count too (read, not run: the safe side).
 Third-party imports are outside the graph (their versions are not source files of this package).
 """
 from __future__ import annotations

@@ -85,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.dvc_yaml}: code deps up to date")
         return 0
     if args.check:
-        old = {m["stage"]: m["body"] for m in _BLOCK.finditer(text)}
-        stale = sorted(s for s, b in old.items() if b not in new)
-        print(f"{args.dvc_yaml}: code deps of {', '.join(stale) or 'some stage'} differ from the import closure; "
+        old, now = ({m["stage"]: m["body"] for m in _BLOCK.finditer(t)} for t in (text, new))
+        stale = sorted(s for s in now if old.get(s) != now[s])
+        print(f"{args.dvc_yaml}: code deps of {', '.join(stale)} differ from the import closure; "
               f"run: python -m msarepro.dvcdeps", file=sys.stderr)
         return 1
     from .io import write_text
