@@ -16,8 +16,8 @@ from msarepro.config import ConfigError, build
 from msarepro.data import load_dataset
 from msarepro.data.format import Manifest
 from msarepro.data.loader import to_tensors
-from msarepro.methods.almt import (ALMT, AHLLayer, CrossModalityFusion, PooledFusion, UnguidedLayer,
-                                   save_attention_maps)
+from msarepro.methods.almt import ALMT, AHLLayer, CrossModalityFusion, PooledFusion, UnguidedLayer
+from msarepro.report.figures_papers import save_attention_maps
 from msarepro.train import RunSpec, run
 
 from .conftest import fast_params

@@ -12,7 +12,9 @@ import pytest
 
 from .realdata_fixtures import FileServer, make_mmsa
 
-from msarepro.data.download import DownloadError, Fetcher, PlacementRequired, download, placement_message
+from msarepro.data.fetch import DownloadError, Fetcher
+from msarepro.data.placement import PlacementRequired, placement_message
+from msarepro.prepare import download
 from msarepro.data.registry import DATASETS, DatasetInfo, RemoteFile
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
@@ -36,7 +38,7 @@ def _leftovers(folder: Path) -> list[str]:
 
 def test_resume_after_cut_connection(server, tmp_path, monkeypatch):
     slept = []
-    monkeypatch.setattr("msarepro.data.download.time.sleep", slept.append)
+    monkeypatch.setattr("msarepro.data.fetch.time.sleep", slept.append)
     server.files["/f.bin"] = PAYLOAD
     server.cut["/f.bin"] = 2  # two responses die half-way
     fetcher = Fetcher(retries=3, backoff=0.5, chunk=64 * 1024, progress=False)

@@ -203,7 +203,7 @@ def test_mvsa_release_import_aggregates_and_splits(tmp_path):
 
 
 def test_placed_mvsa_single_archive_is_imported_by_the_download_stage(tmp_path, monkeypatch):
-    from msarepro.data.download import download
+    from msarepro.prepare import download
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     raw = tmp_path / "data" / "raw" / "mvsa-single"

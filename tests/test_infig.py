@@ -12,8 +12,8 @@ from torch import nn
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
 from msarepro.methods import build_method
-from msarepro.methods.infig import (KeyQueue, fine_grained_loss, global_infonce, momentum_update,
-                                    plot_word_attention, topj_similarity)
+from msarepro.methods.infig import KeyQueue, fine_grained_loss, global_infonce, momentum_update, topj_similarity
+from msarepro.report.figures_papers import plot_word_attention
 
 from .conftest import fast_params
 

@@ -13,8 +13,8 @@ import torch
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
 from msarepro.methods import build_method
-from msarepro.methods.sfttr import (C_A, C_T, C_V, F_A, F_T, F_V, contrastive_pairs, cosine_statistics, export_run,
-                                    nt_xent, select_pairs)
+from msarepro.methods.sfttr import C_A, C_T, C_V, F_A, F_T, F_V, contrastive_pairs, nt_xent, select_pairs
+from msarepro.report.figures_papers import cosine_statistics, sfttr_tsne
 from msarepro.train import RunSpec, run
 
 from .conftest import fast_params
@@ -219,7 +219,7 @@ def test_contrastive_term_pulls_close_together_and_pushes_far_away(small_data, t
                                               "methods.sfttr.presets.synth-sims.beta_cl": 0.1})
         out = tmp_path / f"cl_{cl}"
         run(params, RunSpec("sfttr", str(small_data["synth-sims"]), 1111, out, progress=False))
-        stats[cl] = export_run(out)
+        stats[cl] = sfttr_tsne(out)
         assert (out / "sfttr_tsne_test.png").stat().st_size > 0
         with np.load(out / "sfttr_features_test.npz") as z:
             assert z["trained"].shape[1] == 6 and cosine_statistics(z["trained"]) == pytest.approx(stats[cl]["trained"])

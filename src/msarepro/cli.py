@@ -36,7 +36,7 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from .data.download import Fetcher, download
+    from .prepare import Fetcher, download
     params = _params(args)
     print(download(args.name, args.out, raw=args.raw, fetcher=Fetcher(retries=args.retries),
                    synth_seed=params.data.synth_seed, synth_scale=params.data.synth_scale))

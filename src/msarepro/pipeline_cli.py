@@ -6,6 +6,7 @@
     msarepro sweep --list                                   the grid's jobs (and skipped pairs)
     msarepro evaluate [RUN ...] [--sweep DIR --out DIR] [--paired A B --dataset D]
     msarepro tables [--metrics DIR --papers DIR --out DIR]
+    msarepro figures [--sweep DIR --out DIR]                figures stage: the papers' figures from the sweep's runs
     msarepro check-regression [--update] [--strict] [--methods M ...]
 """
 from __future__ import annotations
@@ -142,6 +143,13 @@ def cmd_tables(args) -> int:
     return 0
 
 
+def cmd_figures(args) -> int:
+    from .report.figures_papers import draw_paper_figures
+    paths = draw_paper_figures(args.sweep, args.out, args.params)
+    print(f"wrote {len(paths)} files under {args.out}")
+    return 0
+
+
 def cmd_check_regression(args) -> int:
     from .regression import check
     return check(args.params, args.expected, args.update, args.strict, args.methods, args.verbose)
@@ -184,6 +192,13 @@ def add_commands(sub, data, with_params) -> None:
     t.add_argument("--out", default="reports")
     with_params(t)
     t.set_defaults(fn=cmd_tables)
+
+    f = sub.add_parser("figures", help="the figures stage: SFTTR's t-SNE, ALMT's attention maps, INFIG's word "
+                       "attention from the sweep's runs")
+    f.add_argument("--sweep", default="runs/sweep", help="sweep root (default runs/sweep)")
+    f.add_argument("--out", default="reports/paper_figures", help="output folder, rebuilt whole")
+    with_params(f)
+    f.set_defaults(fn=cmd_figures)
 
     r = sub.add_parser("check-regression", help="smoke run vs committed expected metrics (CI)")
     r.add_argument("--expected", help="expected metrics JSON (default: params.yaml regression.expected)")

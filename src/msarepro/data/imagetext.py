@@ -28,9 +28,12 @@ from __future__ import annotations
 import ast
 import collections
 import json
+import re
 import shutil
+import stat
+import tarfile
 import zipfile
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pandas as pd
@@ -180,19 +183,55 @@ def _check_labels(rows: pd.DataFrame, class_names, where) -> None:
 # ------------------------------------------------------------------------------------------------------ MVSA
 
 
+def _member_problem(name: str, is_link: bool, is_special: bool = False) -> str | None:
+    """Why an archive member must not be unpacked, or None: an absolute path, a `..` component, a link."""
+    if is_link:
+        return "is a link"
+    if is_special:
+        return "is a device, FIFO or other special file"
+    if name.startswith(("/", "\\")) or PureWindowsPath(name).drive:
+        return "has an absolute path"
+    if ".." in re.split(r"[/\\]", name):
+        return "has a '..' component"
+    return None
+
+
+def _members(archive: Path) -> list[tuple[str, bool, bool]]:
+    """(name, is_link, is_special) of every member of a zip or tar archive."""
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            return [(i.filename, stat.S_ISLNK(i.external_attr >> 16), False) for i in z.infolist()]
+    if tarfile.is_tarfile(archive):
+        with tarfile.open(archive) as t:
+            return [(m.name, m.issym() or m.islnk(), not (m.isfile() or m.isdir() or m.issym() or m.islnk()))
+                    for m in t.getmembers()]
+    raise DatasetError(f"{archive}: neither a zip nor a tar archive; unpack it by hand and pass the folder")
+
+
 def safe_extract(archive: Path, dest: Path) -> Path:
-    """Unpack a zip archive into dest (once), refusing members that would land outside it."""
+    """Unpack a zip or tar archive into dest (once). Every member is checked before anything is written: an
+    absolute path, a `..` component, a link (symlink or hard link), a special file, or a path that resolves
+    outside the staging folder refuses the whole archive with a DatasetError naming the member."""
+    archive, dest = Path(archive), Path(dest)
     marker = dest / ".complete"
     if marker.exists():
         return dest
     tmp = dest.with_name(dest.name + ".tmp")
+    root = tmp.resolve()
+    for name, is_link, is_special in _members(archive):
+        why = _member_problem(name, is_link, is_special)
+        if why is None and not (root / name).resolve().is_relative_to(root):
+            why = f"would be written outside {dest}"
+        if why is not None:
+            raise DatasetError(f"{archive}: member {name!r} {why}; refused, nothing was extracted "
+                               "(unpack a trusted copy by hand and pass the folder)")
     shutil.rmtree(tmp, ignore_errors=True)
-    with zipfile.ZipFile(archive) as z:
-        for m in z.namelist():
-            target = (tmp / m).resolve()
-            if not str(target).startswith(str(tmp.resolve())):
-                raise DatasetError(f"{archive}: member {m!r} would be written outside {dest}; refused")
-        z.extractall(tmp)
+    if zipfile.is_zipfile(archive):
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(tmp)
+    else:
+        with tarfile.open(archive) as t:
+            t.extractall(tmp, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
     marker.write_text(archive.name)

@@ -157,6 +157,6 @@ def ensure_dataset(name_or_path: str, data_root: str | Path, synth_seed: int = 0
             from .synth import generate
             generate(info.name, d, seed=synth_seed, scale=synth_scale)
         else:
-            from .download import placement_message  # filled in by the real-data sources
+            from .placement import placement_message
             raise FileNotFoundError(placement_message(info, d))
     return d

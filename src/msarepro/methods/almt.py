@@ -34,12 +34,12 @@ Ablations (paper section 4.5), each a Config field:
                       Table 4 is concat (the two tables print the same numbers)
     fusion_query      Table 5: language (H_l^3 queries, the paper) | hyper (H_hyper^3 queries)
     modality_embedding  Table 4: false keeps each projected sequence at its own length (no tokens, no layer)
-`attention_maps` / `save_attention_maps` give alpha and beta of every AHL layer for one sample (Figs. 4-5).
+`attention_maps` gives alpha and beta of every AHL layer for one sample; the `figures` stage draws them (Figs. 4-5,
+msarepro.report.figures_papers.almt_attention).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -413,17 +413,3 @@ class ALMT(Method):
                     keep = enc["h1"][m][1][sample]
                     out[f"{name}_layer{j}"] = w[m][sample][..., keep].cpu().numpy()
         return out
-
-
-def save_attention_maps(model: ALMT, batch: dict[str, torch.Tensor], path: str | Path, sample: int = 0) -> Path:
-    """Write one sample's AHL attention maps (see `ALMT.attention_maps`) to an .npz file, atomically."""
-    from ..io import atomic_path
-
-    maps = model.attention_maps(batch, sample)
-    if "index" in batch:
-        maps["index"] = np.asarray(int(batch["index"][sample]))
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **maps)
-    return path

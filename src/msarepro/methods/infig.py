@@ -29,8 +29,8 @@ other names through methods.text_encoder. Image encoders: `tiny-resnet` or a Hug
 `tiny-clip` (random, reads the dataset's text_ids) or a Hugging Face CLIP name, which needs the dataset to carry
 CLIP-tokenised text as an extra array `clip_ids` (N, Lc) (end-of-text token marks the end).
 
-Ablations (Table 3, Figure 3): use_clip, use_gam, use_hfam, gam_layer. Figure 4: `fusion_word_attention` and
-`plot_word_attention`.
+Ablations (Table 3, Figure 3): use_clip, use_gam, use_hfam, gam_layer. Figure 4: `fusion_word_attention`, drawn
+by the `figures` stage (msarepro.report.figures_papers.infig_word_attention).
 """
 from __future__ import annotations
 
@@ -435,23 +435,3 @@ class INFIG(Method):
         patches = rows[:, :n_i]
         self.train(was_training)
         return (patches / patches.sum(-1, keepdim=True).clamp_min(1e-12)).view(-1, h, w)
-
-
-def plot_word_attention(image: torch.Tensor, attention: torch.Tensor, word: str, path) -> None:
-    """Figure 4: image (3, H, W) in [0, 1] with the patch attention (h, w) of `word` overlaid; PNG at `path`."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from ..io import atomic_path
-
-    side = image.shape[-2:]
-    heat = F.interpolate(attention[None, None].float(), size=side, mode="bilinear", align_corners=False)[0, 0]
-    fig, ax = plt.subplots(figsize=(3, 3))
-    ax.imshow(image.permute(1, 2, 0).clamp(0, 1).cpu().numpy())
-    ax.imshow(heat.cpu().numpy(), alpha=0.5, cmap="jet")
-    ax.set_title(word)
-    ax.axis("off")
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", bbox_inches="tight", dpi=100)
-    plt.close(fig)

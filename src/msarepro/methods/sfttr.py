@@ -30,16 +30,13 @@ Choices where the paper is silent (see shared METHOD_NOTES.md for what the autho
   beta_cl = 0.1 the contrastive term outweighs the MSE of these small models; the six features collapse in cosine
   (cos(C_T, C_V) ~ 1, cos(C_T, F_m) ~ -1, little variance across samples) and on synth-sims (labels in [-1, 1],
   a small MSE) the model predicts a constant. The embedded-data presets therefore use a smaller beta_cl.
-- Export of the six decomposed test features and a t-SNE plot like the paper's Figure 4:
-  `python -m msarepro.methods.sfttr RUN_DIR [--out DIR]` (see `export_run`).
+- Figure 4 (t-SNE of the six decomposed features `feats`, initialised vs trained) is drawn by the `figures` stage
+  (`msarepro figures`, msarepro.report.figures_papers.sfttr_tsne).
 """
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
-from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -49,10 +46,6 @@ from . import register
 from .base import Method
 from .blocks import transformer_encoder
 from .text_encoder import TextEncoder
-
-if __name__ == "__main__":  # `python -m msarepro.methods.sfttr`: run the packaged module's CLI, register nothing here
-    from msarepro.methods.sfttr import main
-    sys.exit(main())
 
 MODS = ("text", "vision", "audio")  # the order of eq. 1's [T; V; A]
 FEATURES = ("C_T", "C_V", "C_A", "F_T", "F_V", "F_A")  # index k of feats[:, k]; the order of eq. 14
@@ -400,102 +393,3 @@ class SFTTR(Method):
             if p.requires_grad:
                 (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-# ---- export of the decomposed features and Figure 4 ----------------------------------------------------------
-@torch.no_grad()
-def decomposed_features(model: SFTTR, split, device="cpu", batch_size: int = 256) -> np.ndarray:
-    """-> (N, 6, d): [C_T, C_V, C_A, F_T, F_V, F_A] of every sample of `split`, in eval mode."""
-    model.eval()
-    return torch.cat([model(({k: v.to(device) for k, v in b.items()}))["feats"].cpu()
-                      for b in split.batches(batch_size, shuffle=False)]).numpy()
-
-
-def cosine_statistics(feats) -> dict[str, float]:
-    """Mean cosine similarities of (N, 6, d) features: close_close = text-close pairs (C_T,C_V), (C_T,C_A),
-    (C_V,C_A); text_far = C_T against F_T, F_V, F_A (what eqs. 4-5 pull together / push apart)."""
-    f = F.normalize(torch.as_tensor(feats, dtype=torch.float32), dim=-1)
-    cos = lambda a, b: float((f[:, a] * f[:, b]).sum(-1).mean())  # noqa: E731
-    return {"close_close": float(np.mean([cos(C_T, C_V), cos(C_T, C_A), cos(C_V, C_A)])),
-            "text_far": float(np.mean([cos(C_T, F_T), cos(C_T, F_V), cos(C_T, F_A)]))}
-
-
-def plot_tsne(panels: dict[str, np.ndarray], path: Path, seed: int = 0, max_points: int = 500) -> None:
-    """Figure 4: t-SNE of the six decomposed features, one panel per entry of `panels` ((N, 6, d) each)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
-    from ..io import atomic_path
-
-    colours = ("red", "green", "blue", "cyan", "yellow", "magenta")  # the paper's colours for C_T .. F_A
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 5), squeeze=False)
-    for ax, (title, feats) in zip(axes[0], panels.items()):
-        feats = feats[:max_points]
-        n = len(feats)
-        emb = TSNE(2, perplexity=min(30.0, max(2.0, (6 * n - 1) / 3)), random_state=seed, metric="cosine",
-                   init="pca").fit_transform(feats.transpose(1, 0, 2).reshape(6 * n, -1))  # the loss's geometry
-        for k, name in enumerate(FEATURES):
-            pts = emb[k * n:(k + 1) * n]
-            ax.scatter(pts[:, 0], pts[:, 1], s=4, c=colours[k], label=name, edgecolors="none")
-        ax.set_title(title)
-        ax.set_xticks([])
-        ax.set_yticks([])
-    axes[0][0].legend(markerscale=3, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
-
-
-def export_run(run_dir, out_dir=None, params_path="params.yaml", split: str = "test") -> dict:
-    """Load a finished SFTTR run (config.json, best.pt), write <out>/sfttr_features_<split>.npz (the six
-    decomposed features of the trained model and of the same model at initialisation, seeded like the run),
-    sfttr_tsne_<split>.png (Figure 4: initialised vs trained) and return the cosine statistics of both."""
-    import json
-
-    from .. import config
-    from ..data import ensure_dataset, load_dataset
-    from ..data.loader import to_tensors
-    from ..io import atomic_path, write_json
-    from . import build_method, get_method
-
-    run_dir = Path(run_dir)
-    out_dir = Path(out_dir or run_dir)
-    resolved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
-    if resolved["model"] != "sfttr":
-        raise ConfigError(f"{run_dir / 'config.json'}: a {resolved['model']!r} run; export_run reads sfttr runs")
-    data = config.build(config.DataConfig, resolved["data"], "data") if "data" in resolved else \
-        config.load(params_path).data
-    ds = load_dataset(ensure_dataset(resolved["dataset"], data.root, data.synth_seed, data.synth_scale))
-    cfg = config.build(get_method("sfttr").Config, resolved["method"], "methods.sfttr")
-    torch.manual_seed(resolved["seed"])
-    model = build_method("sfttr", cfg, ds.manifest)
-    part = to_tensors(ds)[split]
-    before = decomposed_features(model, part)
-    model.load_state_dict(torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)["model"])
-    after = decomposed_features(model, part)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / f"sfttr_features_{split}.npz") as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, initialised=before, trained=after, ids=np.array(part.ids), features=np.array(FEATURES))
-    plot_tsne({"(a) initialised": before, "(b) trained SFTTR": after}, out_dir / f"sfttr_tsne_{split}.png")
-    stats = {"initialised": cosine_statistics(before), "trained": cosine_statistics(after)}
-    write_json(out_dir / f"sfttr_cosine_{split}.json", stats)
-    return stats
-
-
-def main(argv=None) -> int:
-    import argparse
-    import json
-
-    p = argparse.ArgumentParser(prog="python -m msarepro.methods.sfttr",
-                                description="Export SFTTR's six decomposed features and a t-SNE plot (Figure 4).")
-    p.add_argument("run", help="a finished sfttr run directory (config.json, best.pt)")
-    p.add_argument("--out", help="output directory (default: the run directory)")
-    p.add_argument("--split", default="test", choices=("train", "valid", "test"))
-    p.add_argument("--params", default="params.yaml")
-    a = p.parse_args(argv)
-    print(json.dumps(export_run(a.run, a.out, a.params, a.split), indent=2))
-    return 0
