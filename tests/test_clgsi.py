@@ -1,4 +1,4 @@
-"""CLGSI (papers/clgsi.md): the weight function (eq. 2), the pair partition (eq. 1, sec. 3.4.1), the weighted
+"""CLGSI (docs/methods/clgsi.md): the weight function (eq. 2), the pair partition (eq. 1, sec. 3.4.1), the weighted
 contrastive loss (eq. 3), GLFK's stage shapes (sec. 3.2), the Subnet (sec. 3.3) and every ablation switch."""
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 `recompute` re-derives one run's metrics from its saved predictions. `evaluate_sweep` summarises a sweep:
 
-Protocols (column `protocol`; METHOD_NOTES.md explains why published numbers differ):
+Protocols (column `protocol`; docs/metrics.md explains why published numbers differ):
     valid-selected   the honest one and the default: the checkpoint chosen on VALID, TEST scored once
                      (each run's metrics.json); mean, std and a 95% bootstrap CI over seeds.
     best-test-epoch  ALMT's code: per metric, the best TEST value over all epochs (from the saved per-epoch

@@ -1,4 +1,4 @@
-"""The field's metric definitions, with MMSA's names (see shared METHOD_NOTES.md).
+"""The field's metric definitions, with MMSA's names (docs/metrics.md).
 
 Regression families:
 - "mosi" (MOSI / MOSEI, labels in [-3, 3]): Has0_acc_2, Has0_F1_score, Non0_acc_2, Non0_F1_score,

@@ -1,6 +1,6 @@
 """The training grid of the `sweep` stage: (method, dataset, seed) jobs, derived from params.yaml and the registries.
 
-Division of labour: DVC decides whether the `sweep` stage is stale; inside it, this module
+Division of labour (docs/architecture.md): DVC decides whether the `sweep` stage is stale; inside it, this module
 decides which *runs* are stale, and Snakemake (Snakefile) schedules the missing ones over CPU slots or GPUs.
 
 A run is up to date when its `fingerprint.json` equals the fingerprint computed now from:

@@ -5,7 +5,7 @@ restricted unpickler resolves only the globals numpy needs to rebuild arrays and
 the codec helper old pickles use for bytes); every other global is refused with UnsafePickleError, before it is
 called. Plain containers, strings and numbers need no globals and load as usual.
 
-MMSA's layout (see METHOD_NOTES.md): {"train"|"valid"|"test": {raw_text, id, text (N, L, 768), text_bert
+MMSA's layout (docs/datasets.md): {"train"|"valid"|"test": {raw_text, id, text (N, L, 768), text_bert
 (N, 3, L: input ids, attention mask, segment ids), audio (N, La, Da), vision (N, Lv, Dv), audio_lengths,
 vision_lengths, annotations, classification_labels, regression_labels[, regression_labels_T/_A/_V]}}.
 

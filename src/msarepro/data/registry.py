@@ -85,7 +85,7 @@ def _image_text(name, description, splits, classes, f1_average, importer, files)
                "importer": importer, "files": tuple(files)}))
 
 
-# Facts (splits, dims, lengths, hashes) from ../shared/METHOD_NOTES.md and the MMSA / INFIG papers' tables.
+# Facts (splits, dims, lengths, hashes): MMSA's releases and the MMSA / INFIG papers' tables (docs/datasets.md).
 _trimodal("mosi", "mosi", "CMU-MOSI: MMSA unaligned_50 features (BERT 768 / COVAREP 5 / Facet 20)",
           {"train": 1284, "valid": 229, "test": 686}, (768, 5, 20), (50, 375, 500),
           [RemoteFile("mosi_unaligned_50.pkl", "78e0f8b5ef8ff71558e7307848fc1fa929ecb078203f565ab22b9daab2e02524",

@@ -1,6 +1,6 @@
 """Audio features per frame from a WAV (or any file librosa / openSMILE can read).
 
-librosa, CH-SIMS's recipe (METHOD_NOTES.md): load at 22050 Hz mono; per frame (hop 512, about 23 ms)
+librosa, CH-SIMS's recipe (docs/datasets.md): load at 22050 Hz mono; per frame (hop 512, about 23 ms)
     20 MFCC (htk mel scale) + zero-crossing rate (1) + chroma CQT (12) = 33-d        -> (T, 33) float32
 openSMILE eGeMAPSv02 low-level descriptors (the `opensmile` wheel ships its library): 25-d per 10 ms frame
     (loudness, pitch, jitter, shimmer, formants, spectral slopes, ...)              -> (T, 25) float32

@@ -1,4 +1,4 @@
-"""ALMT: Adaptive Language-guided Multimodal Transformer (Zhang et al., EMNLP 2023; papers/almt.md).
+"""ALMT: Adaptive Language-guided Multimodal Transformer (Zhang et al., EMNLP 2023; docs/methods/almt.md).
 
     U_m (B, L_m, D_m) -> Linear to d; concat(H_m^0, .) + learned positions -> `embed_depth` transformer layers
         -> the T token outputs                                       H_m^1 (B, T, d), m in {l, a, v}     eq. 1
@@ -10,7 +10,7 @@
     CrossTrans(Concat(H_0, H_l^3) as queries, Concat(H_0, H_hyper^3) as keys/values) -> H (B, d)       eqs. 6-8
     Linear(d -> 1) on H; the loss is MSE on M                                                            eq. 9
 
-Settings the paper leaves open follow the authors' code (METHOD_NOTES.md): pre-norm ViT layers with heads of
+Settings the paper leaves open follow the authors' code (docs/methods/almt.md): pre-norm ViT layers with heads of
 width 64 (`head_dim`) and a GELU feed-forward of width 128 (`mlp_dim`), inputs of each AHL layer layer-normed,
 H_hyper^0 initialised to ones, the fusion token H_0 shared by both streams, dropout 0. With these the trainable
 parameters outside the text encoder on MOSI's dims come to 2.50M with 50 audio/vision frames (the setting of

@@ -1,4 +1,4 @@
-"""CLGSI: Contrastive Learning Guided by Sentiment Intensity, with GLFK fusion (papers/clgsi.md).
+"""CLGSI: Contrastive Learning Guided by Sentiment Intensity, with GLFK fusion (docs/methods/clgsi.md).
 
     text:   BERT-family encoder, [CLS] (B, Dt)             (or precomputed token features, position 0)
     audio, vision: transformer encoder (2 layers, sinusoidal positions, batch-first) at the input width,
@@ -9,7 +9,7 @@
     head (sec. 3.5):     3-layer MLP on F* = [I_t; I_v; I_a; F_k] (B, 3 d_s + d_c) -> y_hat (B,)
     loss:   L = L_task (MAE) + gamma * L_cl                   L_cl: eq. 1-3 over T_c, V_c, A_c
 
-Where the paper is silent the authors' code decided (METHOD_NOTES.md): temperature 0.03, PReLU after GLFK's Local
+Where the paper is silent the authors' code decided (docs/methods/clgsi.md): temperature 0.03, PReLU after GLFK's Local
 stage and Tanh on its output, audio/vision transformers at the feature width with per-dataset heads, dropout on
 the unimodal vectors before the FC layers, cosine schedule with 10% warm-up, early stop 8 on validation MAE.
 Deliberate differences from that code (each a documented choice, not a switch unless noted):

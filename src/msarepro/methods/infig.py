@@ -1,5 +1,5 @@
 """INFIG: integrating hierarchical fine-grained and global information with the assistance of CLIP
-(anonymous EMNLP submission, shared/papers/infig.md; its base is CLMLF, Li et al. 2022).
+(anonymous EMNLP submission, docs/methods/infig.md; its base is CLMLF, Li et al. 2022).
 
     image (B, 3, H, W) -> ResNet grid (B, C_r, h, w) -> Linear -> [CLS; n_i = h*w tokens] + positions
                        -> N_i transformer layers                   image layers, each (B, 1 + n_i, d)

@@ -12,7 +12,7 @@
                                    only when the dataset has T/A/V labels
     total (eq. 18)                 L_pred + beta_uni L_uni + beta_cl L_cl
 
-Choices where the paper is silent (see shared METHOD_NOTES.md for what the authors' code did):
+Choices where the paper is silent (docs/methods/sfttr.md says what the authors' code did):
 - Pair retrieval `pairs_from`: "batch" selects neighbours and outliers among the other samples of the batch (the
   paper's wording, "the set of samples in a batch"); "bank" is the authors' code: every `bank_refresh` epochs the
   [T;V;A] features of the whole training split are recomputed, partners are retrieved from all of it, and the
