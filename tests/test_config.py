@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 import yaml
 
 from msarepro import config
+from msarepro.cli import main
 from msarepro.config import ConfigError
-from msarepro.methods import load_params, method_config, validate_params
+from msarepro.data import load_dataset
+from msarepro.methods import build_method, load_params, method_config, validate_params
 
 from .conftest import ROOT
 
@@ -139,9 +142,12 @@ def test_sections_are_typed(params):
     ("methods.tfn.task_loss=huber", r"methods.tfn.task_loss: 'huber'; expected one of auto, mse, l1, ce"),
     ("methods.sfttr.presets.mosi.select_metric=Acc_2", r"methods.sfttr.presets.mosi.select_metric: 'Acc_2'; "
                                                        r"expected one of loss, .*Has0_acc_2"),
+    ("methods.aemt.heads=7", r"methods.aemt.dim \(30\) must be a positive multiple of methods.aemt.heads \(7\)"),
+    ("methods.mult.conv_kernel=2", r"methods.mult.conv_kernel: 2; expected an odd number"),
 ])
 def test_method_choice_fields_are_checked_at_load(override, match):
-    """MethodConfig's choice fields are checked when params.yaml is loaded, not when training reaches them."""
+    """MethodConfig's choice fields are checked when params.yaml is loaded, not when training reaches them; a
+    mistake in AE-MT's MulT fields names methods.aemt (MulT's Config is its base)."""
     with pytest.raises(ConfigError, match=match):
         load_params(ROOT / "params.yaml", [override])
 
@@ -152,3 +158,31 @@ def test_config_module_imports_no_methods():
             "bad = [m for m in sys.modules if m.startswith('msarepro.methods')]; assert not bad, bad")
     r = subprocess.run([sys.executable, "-c", code, str(ROOT / "params.yaml")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+# ------------------------------------------------------------------ mistakes that reach the model: one line
+
+def test_cli_names_the_configured_method_in_one_line(tmp_path, capsys):
+    """AE-MT's heads that do not divide its width: one line naming methods.aemt (not MulT, whose code it
+    reuses), no traceback."""
+    rc = main(["train", "--model", "aemt", "--dataset", "synth-mosi", "--out", str(tmp_path / "r"),
+               "--params", str(ROOT / "params.yaml"), "--no-progress", "-S", "methods.aemt.heads=7",
+               "-S", f"data.root={tmp_path / 'data'}", "-S", "data.synth_scale=0.15"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "methods.aemt.heads" in err and "methods.mult" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_model_build_mistakes_are_config_errors_naming_the_key(params, small_data):
+    """What only the dataset reveals (a text encoder on a dataset without token ids, a classification loss on a
+    regression dataset) is a ConfigError naming methods.<method>.<field>, raised when the model is built."""
+    mosi = load_dataset(small_data["synth-mosi"]).manifest
+    features_only = replace(mosi, modalities={k: v for k, v in mosi.modalities.items() if k != "text_ids"})
+    aemt = method_config(params, "aemt", "synth-mosi")
+    with pytest.raises(ConfigError, match=r"methods.aemt.text_encoder: 'tiny-bert' reads token ids"):
+        build_method("aemt", replace(aemt, text_encoder="tiny-bert"), features_only)
+    with pytest.raises(ConfigError, match=r"methods.aemt.dim \(30\) must be divisible by methods.aemt.heads"):
+        build_method("aemt", replace(aemt, dim=30, heads=7), mosi)
+    tfn = method_config(params, "tfn", "synth-mosi")
+    with pytest.raises(ConfigError, match=r"methods.tfn.task_loss: 'ce' does not fit dataset 'synth-mosi'"):
+        build_method("tfn", replace(tfn, task_loss="ce"), mosi)

@@ -59,6 +59,11 @@ def build_method(name: str, cfg, manifest) -> Method:
     if manifest.family not in cls.families:
         raise ConfigError(f"method {name!r} handles {'/'.join(cls.families)} datasets; dataset "
                           f"{manifest.name!r} is {manifest.family}")
+    source = getattr(cfg, "text_encoder", "features")
+    if source != "features" and "text_ids" not in manifest.modalities:
+        raise ConfigError(f"methods.{name}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} "
+                          "has none (only precomputed text features); set it to features, for this dataset in "
+                          f"methods.{name}.presets.{manifest.preset or manifest.name}")
     return cls(cfg, manifest)
 
 
