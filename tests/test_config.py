@@ -166,10 +166,12 @@ def test_cli_names_the_configured_method_in_one_line(tmp_path, capsys):
     """AE-MT's heads that do not divide its width: one line naming methods.aemt (not MulT, whose code it
     reuses), no traceback."""
     rc = main(["train", "--model", "aemt", "--dataset", "synth-mosi", "--out", str(tmp_path / "r"),
-               "--params", str(ROOT / "params.yaml"), "--no-progress", "-S", "methods.aemt.heads=7",
-               "-S", f"data.root={tmp_path / 'data'}", "-S", "data.synth_scale=0.15"])
+               "--params", str(ROOT / "params.yaml"), "--no-progress", "-S", "methods.aemt.presets.synth-mosi.heads=7",
+               "-S", "methods.aemt.pretrained=''", "-S", f"data.root={tmp_path / 'data'}",
+               "-S", "data.synth_scale=0.15"])
     err = capsys.readouterr().err
-    assert rc == 2 and err.count("\n") == 1 and "methods.aemt.heads" in err and "methods.mult" not in err, err
+    assert rc == 2 and err.count("\n") == 1 and "methods.aemt.presets.synth-mosi.heads" in err, err
+    assert "methods.mult" not in err
     assert not (tmp_path / "r").exists()
 
 
