@@ -27,14 +27,14 @@ def small_data(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture(scope="session")
 def params():
     """The repository's params.yaml, validated."""
-    from msarepro import config
-    return config.load(ROOT / "params.yaml")
+    from msarepro.methods import load_params
+    return load_params(ROOT / "params.yaml")
 
 
 def fast_params(max_epochs: int = 2, **extra):
     """params.yaml with every method capped at `max_epochs` (and no early stop), for quick real runs."""
     from msarepro import config
-    from msarepro.methods import all_methods
+    from msarepro.methods import all_methods, validate_params
 
     raw = config.load_raw(ROOT / "params.yaml")
     overrides = []
@@ -45,4 +45,4 @@ def fast_params(max_epochs: int = 2, **extra):
             if block and "max_epochs" in block:
                 overrides.append(f"methods.{m}.presets.{p}.max_epochs={max_epochs}")
     overrides += [f"{k}={v}" for k, v in extra.items()]
-    return config.from_dict(config.apply_overrides(raw, overrides))
+    return validate_params(config.from_dict(config.apply_overrides(raw, overrides)))

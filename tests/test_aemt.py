@@ -17,7 +17,7 @@ from msarepro import config
 from msarepro.data import load_dataset
 from msarepro.data.format import write_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import build_method
+from msarepro.methods import build_method, method_config
 from msarepro.methods.aemt import contrastive_loss, polarity
 from msarepro.pretrain.autoencoder import (MODS, Autoencoders, EncoderSpec, average_pool, reconstruction_loss,
                                            tamper)
@@ -148,7 +148,7 @@ def test_sims_polarity_counts_neutral_as_negative():
 
 def test_ablation_switches(small_data, params):
     ds = load_dataset(small_data["synth-sims"])
-    cfg = params.method_config("aemt", "synth-sims")
+    cfg = method_config(params, "aemt", "synth-sims")
     batch = to_tensors(ds)["train"].batch(torch.arange(8))
     torch.manual_seed(0)
     full = build_method("aemt", cfg, ds.manifest).train()
@@ -180,7 +180,7 @@ def test_pretrain_then_finetune_through_the_loop(small_data, tmp_path):
     with pytest.raises(FileNotFoundError, match="msarepro pretrain"):
         run(missing, RunSpec("aemt", str(small_data["synth-sims"]), 1111, tmp_path / "run0", progress=False))
     ds = load_dataset(small_data["synth-sims"])
-    cfg = replace(p.method_config("aemt", "synth-sims"), pretrained=str(tmp_path / "pretrain" / "{dataset}"))
+    cfg = replace(method_config(p, "aemt", "synth-sims"), pretrained=str(tmp_path / "pretrain" / "{dataset}"))
     model = build_method("aemt", cfg, ds.manifest)
     info = model.on_train_start()
     assert info["pretrained_encoders"]["path"].endswith("synth-sims/encoders.pt")
@@ -228,7 +228,7 @@ def test_tamper_detection_is_learned_when_modalities_share_information(small_dat
 
 def test_weak_positives_by_m_polarity_or_by_unimodal_polarities(small_data, params):
     ds = load_dataset(small_data["synth-sims"])
-    cfg = params.method_config("aemt", "synth-sims")
+    cfg = method_config(params, "aemt", "synth-sims")
     batch = {"y": torch.tensor([0.4, 0.6, -0.2]), "y_T": torch.tensor([0.2, 0.2, -0.2]),
              "y_A": torch.tensor([0.2, -0.2, -0.2]), "y_V": torch.tensor([0.2, 0.2, 0.2])}
     weak, neg = build_method("aemt", cfg, ds.manifest).contrast_masks(batch)

@@ -16,6 +16,7 @@ from msarepro.config import ConfigError, build
 from msarepro.data import load_dataset
 from msarepro.data.format import Manifest
 from msarepro.data.loader import to_tensors
+from msarepro.methods import method_config
 from msarepro.methods.almt import ALMT, AHLLayer, CrossModalityFusion, PooledFusion, UnguidedLayer
 from msarepro.report.figures_papers import save_attention_maps
 from msarepro.train import RunSpec, run
@@ -24,7 +25,7 @@ from .conftest import fast_params
 
 
 def make_cfg(params, **over) -> ALMT.Config:
-    base = params.method_config("almt", "synth-mosi")
+    base = method_config(params, "almt", "synth-mosi")
     return build(ALMT.Config, {**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, **over},
                  "methods.almt")
 

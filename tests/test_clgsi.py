@@ -11,7 +11,7 @@ import torch
 
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import build_method
+from msarepro.methods import build_method, method_config
 from msarepro.methods.clgsi import (GLFK, Subnet, intensity_contrastive_loss, intensity_difference,
                                     intensity_weights, map_labels, pair_partition)
 
@@ -161,7 +161,7 @@ ABLATIONS = {
 def test_ablation_switches_build_and_train_a_step(name, small_data, params):
     torch.manual_seed(0)
     ds = load_dataset(small_data["synth-sims"])
-    cfg = replace(params.method_config("clgsi", ds.manifest.preset), **ABLATIONS[name])
+    cfg = replace(method_config(params, "clgsi", ds.manifest.preset), **ABLATIONS[name])
     model = build_method("clgsi", cfg, ds.manifest)
     batch = to_tensors(ds)["train"].batch(torch.arange(12))
     out = model(batch)
@@ -179,7 +179,7 @@ def test_ablation_switches_build_and_train_a_step(name, small_data, params):
 
 def test_contrastive_term_is_scaled_by_gamma(small_data, params):
     ds = load_dataset(small_data["synth-mosi"])
-    cfg = params.method_config("clgsi", ds.manifest.preset)
+    cfg = method_config(params, "clgsi", ds.manifest.preset)
     torch.manual_seed(0)
     model = build_method("clgsi", cfg, ds.manifest).eval()
     batch = to_tensors(ds)["train"].batch(torch.arange(16))
@@ -193,11 +193,11 @@ def test_contrastive_term_is_scaled_by_gamma(small_data, params):
 
 def test_parameter_groups_take_table7_learning_rates(params, small_data):
     ds = load_dataset(small_data["synth-mosi"])
-    cfg = params.method_config("clgsi", "mosi")  # Table 7: BERT 5e-5, visual 5e-3, audio 1e-3, others 1e-2
+    cfg = method_config(params, "clgsi", "mosi")  # Table 7: BERT 5e-5, visual 5e-3, audio 1e-3, others 1e-2
     assert (cfg.batch_size, cfg.lr_text, cfg.lr_video, cfg.lr_audio, cfg.lr) == (64, 5e-5, 5e-3, 1e-3, 1e-2)
     assert (cfg.common_dim, cfg.specific_dim, cfg.gamma) == (64, 64, 0.24)
-    assert params.method_config("clgsi", "mosei").lr == 2.5e-3 and params.method_config("clgsi", "sims").gamma == 1.0
-    small = replace(params.method_config("clgsi", ds.manifest.preset), lr_text=1e-4, lr_audio=2e-4, lr_video=3e-4,
+    assert method_config(params, "clgsi", "mosei").lr == 2.5e-3 and method_config(params, "clgsi", "sims").gamma == 1.0
+    small = replace(method_config(params, "clgsi", ds.manifest.preset), lr_text=1e-4, lr_audio=2e-4, lr_video=3e-4,
                     lr=4e-4)
     model = build_method("clgsi", small, ds.manifest)
     by_lr = {g["lr"]: sum(p.numel() for p in g["params"]) for g in model.param_groups()}

@@ -11,7 +11,7 @@ from torch import nn
 
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import build_method
+from msarepro.methods import build_method, method_config
 from msarepro.methods.infig import KeyQueue, fine_grained_loss, global_infonce, momentum_update, topj_similarity
 from msarepro.report.figures_papers import plot_word_attention
 
@@ -119,7 +119,7 @@ def mvsa(small_data):
 
 def _model(params, ds, **changes):
     torch.manual_seed(0)
-    cfg = dataclasses.replace(params.method_config("infig", ds.manifest.preset), **changes)
+    cfg = dataclasses.replace(method_config(params, "infig", ds.manifest.preset), **changes)
     return build_method("infig", cfg, ds.manifest)
 
 

@@ -16,7 +16,7 @@ import yaml
 from msarepro import config, regression, sweep
 from msarepro.config import ConfigError
 from msarepro.data import DATASETS
-from msarepro.methods import all_methods
+from msarepro.methods import all_methods, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -342,8 +342,7 @@ def test_compare_and_render():
 def test_check_regression_passes_on_committed_values_and_catches_a_push(tmp_path):
     """The committed expected values reproduce (text-only baseline, to stay fast); pushing one past its
     tolerance fails with exit status 1."""
-    s = regression.settings(config.load_raw(ROOT / "params.yaml"))
-    committed = ROOT / s["expected"]
+    committed = ROOT / load_params(ROOT / "params.yaml").regression.expected
     assert regression.check(ROOT / "params.yaml", str(committed), methods=["text_only"]) == 0
     exp = json.loads(committed.read_text())
     key = next(k for k in exp["metrics"] if k.startswith("text_only/synth-mosi/"))

@@ -7,7 +7,7 @@ import torch
 
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import all_methods, build_method
+from msarepro.methods import all_methods, build_method, method_config
 
 FAMILY_DATASETS = {"trimodal": ["synth-mosi", "synth-sims"], "image_text": ["synth-mvsa"]}
 CASES = [(m, d) for m, cls in sorted(all_methods().items()) for f in cls.families for d in FAMILY_DATASETS[f]]
@@ -17,7 +17,7 @@ CASES = [(m, d) for m, cls in sorted(all_methods().items()) for f in cls.familie
 def test_forward_backward_gradients(method, dataset, small_data, params):
     torch.manual_seed(0)
     ds = load_dataset(small_data[dataset])
-    cfg = params.method_config(method, ds.manifest.preset)
+    cfg = method_config(params, method, ds.manifest.preset)
     model = build_method(method, cfg, ds.manifest)
     train = to_tensors(ds)["train"]
     model.on_epoch_start(0, train)

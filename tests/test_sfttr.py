@@ -12,7 +12,7 @@ import torch
 
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import build_method
+from msarepro.methods import build_method, method_config
 from msarepro.methods.sfttr import C_A, C_T, C_V, F_A, F_T, F_V, contrastive_pairs, nt_xent, select_pairs
 from msarepro.report.figures_papers import cosine_statistics, sfttr_tsne
 from msarepro.train import RunSpec, run
@@ -135,7 +135,7 @@ def _model(small_data, dataset, **over):
     params = fast_params(**{f"methods.sfttr.{k}": v for k, v in over.items()})
     ds = load_dataset(small_data[dataset])
     torch.manual_seed(0)
-    model = build_method("sfttr", params.method_config("sfttr", ds.manifest.preset), ds.manifest)
+    model = build_method("sfttr", method_config(params, "sfttr", ds.manifest.preset), ds.manifest)
     train = to_tensors(ds)["train"]
     model.on_epoch_start(0, train)
     model.train()

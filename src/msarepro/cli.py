@@ -8,8 +8,8 @@ from pathlib import Path
 
 
 def _params(args):
-    from . import config
-    return config.load(args.params, args.set or [])
+    from .methods import load_params
+    return load_params(args.params, args.set or [])
 
 
 def cmd_list(args) -> int:

@@ -1,20 +1,28 @@
-"""params.yaml -> frozen dataclasses. The one place that reads configuration.
+"""params.yaml -> frozen dataclasses. The one place that reads configuration; the ground floor (it imports no
+other part of msarepro but `metrics`, for the metric names a setting may name).
 
-params.yaml layout:
+params.yaml layout (one typed section each; an unknown key anywhere is an error that lists the known ones):
     model, dataset, seed       the single experiment of the `train` stage (`dvc exp run -S model=sfttr`)
-    data:    root, synth_seed, synth_scale, verify_hashes
-    sweep:   methods, datasets, seeds (the grid Snakemake fans out)
-    methods: <name>: {<field>: value, ..., presets: {<dataset preset>: {<field>: value}}}
+    data:       DataConfig      root, synth_seed, synth_scale, verify_hashes
+    sweep:      SweepConfig     methods, datasets, seeds (the grid Snakemake fans out)
+    pipeline:   PipelineConfig  datasets (what download -> check prepare), pretrain_seed
+    evaluate:   EvaluateConfig  ci_level, bootstrap_resamples, bootstrap_seed
+    regression: RegressionConfig  the smoke run of `msarepro check-regression`
+    pretrain:   PretrainConfig  AE-MT's autoencoder pretraining, with `presets:` per dataset preset
+    methods:    <name>: {<field>: value, ..., presets: {<dataset preset>: {<field>: value}}}
 
 A method's fields are its `Config` dataclass (optimisation fields from `MethodConfig` plus its own); a preset
-named after a dataset (`synth-mosi`, `mosi`, ...) overrides them for that dataset. Overrides on the command line
-use DVC's syntax, `-S train.key=value`, with the value read as YAML. Errors name the offending key.
+named after a dataset (`synth-mosi`, `mosi`, ...) overrides them for that dataset (`with_preset`). The method
+blocks need the method registry, which sits above this module: `msarepro.methods.load_params` validates them
+and is the loader every command uses; `msarepro.methods.method_config` resolves one.
+Overrides on the command line use DVC's syntax, `-S methods.mult.lr=1e-3`, with the value read as YAML.
 Nothing mutates a config after it is built; every run stores its resolved config beside its metrics.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +33,25 @@ import yaml
 
 class ConfigError(ValueError):
     """A configuration key or value is wrong; the message names it and says what is accepted."""
+
+
+def _choice(where: str, key: str, value, ok) -> None:
+    if value not in ok:
+        raise ConfigError(f"{where}.{key}: {value!r}; expected one of {', '.join(ok)}")
+
+
+@functools.lru_cache(maxsize=None)
+def metric_names() -> tuple[str, ...]:
+    """Every metric name `msarepro.metrics` computes, over all metric families (asked of the code, not listed)."""
+    import numpy as np
+
+    from . import metrics
+
+    y = np.linspace(-1.0, 1.0, 8)
+    names = set(metrics.compute("mosi", y, y)) | set(metrics.compute("sims", y, y))
+    for avg in ("weighted", "macro"):
+        names |= set(metrics.compute("cls", np.arange(8) % 2, np.arange(8) % 2, avg))
+    return tuple(sorted(names))
 
 
 @dataclass(frozen=True)
@@ -41,6 +68,21 @@ class MethodConfig:
     warmup_ratio: float = 0.0
     grad_clip: float = 0.0  # max grad norm; 0 = off
     task_loss: str = "auto"  # auto (mse / ce by task) | mse | l1 | ce
+
+    OPTIMIZERS = ("adam", "adamw")
+    SCHEDULERS = ("none", "cosine", "linear", "plateau")
+    TASK_LOSSES = ("auto", "mse", "l1", "ce")
+
+    def validate(self, where: str) -> None:
+        _choice(where, "optimizer", self.optimizer, self.OPTIMIZERS)
+        _choice(where, "scheduler", self.scheduler, self.SCHEDULERS)
+        _choice(where, "task_loss", self.task_loss, self.TASK_LOSSES)
+        _choice(where, "select_metric", self.select_metric, ("loss",) + metric_names())
+        if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 0:
+            raise ConfigError(f"{where}: batch_size and max_epochs must be >= 1 and patience >= 0 (got "
+                              f"{self.batch_size}, {self.max_epochs}, {self.patience})")
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ConfigError(f"{where}.warmup_ratio: {self.warmup_ratio}; expected a fraction in [0, 1)")
 
 
 @dataclass(frozen=True)
@@ -59,24 +101,116 @@ class SweepConfig:
 
 
 @dataclass(frozen=True)
+class PipelineConfig:
+    datasets: tuple[str, ...] = ()  # what the download -> check stages prepare (one DVC stage each)
+    pretrain_seed: int = 1111  # the seed of AE-MT's encoder pretraining
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    ci_level: float = 0.95
+    bootstrap_resamples: int = 10000
+    bootstrap_seed: int = 0
+
+    def validate(self, where: str) -> None:
+        if not 0.0 < self.ci_level < 1.0:
+            raise ConfigError(f"{where}.ci_level: {self.ci_level}; expected a level in (0, 1), e.g. 0.95")
+        if self.bootstrap_resamples < 1:
+            raise ConfigError(f"{where}.bootstrap_resamples: {self.bootstrap_resamples}; expected >= 1")
+
+
+@dataclass(frozen=True)
+class RegressionConfig:
+    expected: str = "ci/expected_metrics.json"
+    datasets: tuple[str, ...] = ("synth-mosi", "synth-mvsa")
+    seeds: tuple[int, ...] = (1111,)
+    scale: float = 0.15
+    max_epochs: int = 2
+    pretrain_epochs: int = 2
+    tolerance: dict[str, float] = dataclasses.field(default_factory=lambda: {"default": 0.02})  # metric -> abs.
+
+    def validate(self, where: str) -> None:
+        known = ("default",) + metric_names()
+        for k in self.tolerance:
+            _choice(f"{where}.tolerance", k, k, known)
+        if self.max_epochs < 1 or self.pretrain_epochs < 1 or self.scale <= 0:
+            raise ConfigError(f"{where}: max_epochs and pretrain_epochs must be >= 1 and scale > 0")
+
+    def recorded(self) -> dict:
+        """The settings an expected-metrics file is recorded with (JSON types)."""
+        return {k: to_jsonable(getattr(self, k)) for k in ("datasets", "seeds", "scale", "max_epochs",
+                                                             "pretrain_epochs")}
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    """AE-MT's autoencoder pretraining (msarepro.pretrain); the encoder architecture is methods.aemt's."""
+    epochs: int = 500  # Table 2
+    batch_size: int = 64
+    lr: float = 1.0e-3
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0  # max grad norm; 0 = off
+    plateau_patience: int = 10  # ReduceLROnPlateau on the held-out L_ae (factor 0.5); 0 = constant lr
+    patience: int = 0  # stop after this many epochs without held-out improvement; 0 = run every epoch
+    decoder_layers: int = 3  # Table 2
+    consistency_weight: float = 0.4  # lambda_1, eq. 10 (Table 2); 0 = w/o MCD (Table 5)
+    tamper_p: float = 0.5  # p^tamper, eq. 6 (not printed)
+    heldout: float = 0.1  # fraction of the pool held out
+
+    def validate(self, where: str) -> None:
+        if not 0.0 <= self.tamper_p <= 1.0:
+            raise ConfigError(f"{where}.tamper_p: {self.tamper_p}; expected a probability in [0, 1]")
+        if not 0.0 < self.heldout < 1.0:
+            raise ConfigError(f"{where}.heldout: {self.heldout}; expected a fraction in (0, 1)")
+        if self.epochs < 1 or self.batch_size < 2:
+            raise ConfigError(f"{where}: epochs must be >= 1 and batch_size >= 2 (tampering swaps within a batch)")
+
+
+@dataclass(frozen=True)
+class PretrainSection:
+    """`pretrain:` resolved: the section's own values, and each preset's values merged over them."""
+    default: PretrainConfig = PretrainConfig()
+    presets: dict[str, PretrainConfig] = dataclasses.field(default_factory=dict)
+
+    def resolve(self, preset: str = "") -> PretrainConfig:
+        return self.presets.get(preset, self.default)
+
+
+@dataclass(frozen=True)
 class Params:
     model: str
     dataset: str
     seed: int
     data: DataConfig
     sweep: SweepConfig
-    methods: dict[str, dict[str, Any]]  # raw per-method blocks, validated against each method's Config
-    extra: dict[str, Any]  # other top-level sections (evaluate, report, ...) owned by their modules
+    pipeline: PipelineConfig
+    evaluate: EvaluateConfig
+    regression: RegressionConfig
+    pretrain: PretrainSection
+    methods: dict[str, dict[str, Any]]  # raw per-method blocks; msarepro.methods validates and resolves them
 
-    def method_config(self, model: str, preset: str = "") -> MethodConfig:
-        """The resolved, typed config of `model` for a dataset preset (block, then preset overrides)."""
-        from .methods import get_method
 
-        cls = get_method(model)
-        block = dict(self.methods.get(model, {}))
-        presets = block.pop("presets", {}) or {}
-        merged = {**block, **(presets.get(preset) or {})}
-        return build(cls.Config, merged, f"methods.{model}")
+def with_preset(block: dict | None, preset: str = "") -> dict:
+    """A section with presets -> its values for `preset`: the block's own keys, then the preset's over them."""
+    block = dict(block or {})
+    presets = block.pop("presets", None) or {}
+    return {**block, **(presets.get(preset) or {})}
+
+
+def build_with_presets(cls: type, block: dict | None, where: str) -> tuple[Any, dict[str, Any]]:
+    """Build `cls` from a section and from each of its presets merged over it (every preset checked) ->
+    (the section's own, {preset: merged})."""
+    block = block or {}
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {block!r}")
+    presets = block.get("presets") or {}
+    if not isinstance(presets, dict):
+        raise ConfigError(f"{where}.presets: expected a mapping of dataset preset -> settings, got {presets!r}")
+    for p, values in presets.items():
+        if values is not None and not isinstance(values, dict):
+            raise ConfigError(f"{where}.presets.{p}: expected a mapping of settings, got {values!r}")
+    own = build(cls, with_preset(block), where)
+    return own, {p: build(cls, with_preset(block, p), f"{where}.presets.{p}") for p in presets}
 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
@@ -95,7 +229,8 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if origin is dict or tp is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping, got {value!r}")
-        return dict(value)
+        args = typing.get_args(tp)
+        return {k: _coerce(args[1], v, f"{key}.{k}") for k, v in value.items()} if args else dict(value)
     if tp is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{key}: expected true or false, got {value!r}")
@@ -121,7 +256,9 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
 
 
 def build(cls: type, values: dict[str, Any], where: str):
-    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys and ill-typed values."""
+    """Instantiate dataclass `cls` from a mapping, rejecting unknown keys and ill-typed values, then run the
+    `validate(where)` that each class of its hierarchy defines, base first (a method's Config checks its own
+    fields; MethodConfig checks the optimisation fields every method has)."""
     if values is None:
         values = {}
     if not isinstance(values, dict):
@@ -137,16 +274,17 @@ def build(cls: type, values: dict[str, Any], where: str):
         obj = cls(**kw)
     except TypeError as e:
         raise ConfigError(f"{where}: {e}") from None
-    check = getattr(obj, "validate", None)
-    if check is not None:
-        check(where)
+    for klass in reversed(cls.__mro__):
+        check = klass.__dict__.get("validate")
+        if check is not None:
+            check(obj, where)
     return obj
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`a.b.c=value` -> (["a", "b", "c"], value read as YAML)."""
     if "=" not in text:
-        raise ConfigError(f"malformed override {text!r}: expected KEY=VALUE, e.g. -S train.max_epochs=5")
+        raise ConfigError(f"malformed override {text!r}: expected KEY=VALUE, e.g. -S methods.mult.lr=1e-3")
     key, raw = text.split("=", 1)
     parts = key.strip().split(".")
     if not key.strip() or any(not p for p in parts):
@@ -194,14 +332,18 @@ def load_raw(path: str | Path = "params.yaml") -> dict:
     return raw
 
 
-TOP_LEVEL = {"model", "dataset", "seed", "data", "sweep", "methods"}
+SECTIONS = {"data": DataConfig, "sweep": SweepConfig, "pipeline": PipelineConfig, "evaluate": EvaluateConfig,
+            "regression": RegressionConfig}
+TOP_LEVEL = ("model", "dataset", "seed", *SECTIONS, "pretrain", "methods")
 
 
 def from_dict(raw: dict) -> Params:
-    from .methods import all_methods, get_method
-
-    registered = all_methods()
-
+    """Validate every section of params.yaml except the method blocks' contents (the methods layer checks those:
+    `msarepro.methods.validate_params`, through `msarepro.methods.load_params`)."""
+    unknown = sorted(set(raw) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(f"params.yaml: unknown top-level key(s) {', '.join(map(str, unknown))}; "
+                          f"known: {', '.join(TOP_LEVEL)}")
     for k in ("model", "dataset", "seed"):
         if k not in raw:
             raise ConfigError(f"params.yaml: missing top-level key {k!r}")
@@ -209,30 +351,22 @@ def from_dict(raw: dict) -> Params:
     if not isinstance(methods, dict):
         raise ConfigError("methods: expected a mapping of method name -> settings")
     for name, block in methods.items():
-        if name not in registered:
-            raise ConfigError(f"methods.{name}: not a registered method; registered: {', '.join(sorted(registered))}")
-        block = dict(block or {})
-        presets = block.pop("presets", {}) or {}
-        cls = get_method(name)
-        build(cls.Config, block, f"methods.{name}")
-        for pname, pblock in presets.items():
-            build(cls.Config, {**block, **(pblock or {})}, f"methods.{name}.presets.{pname}")
-    params = Params(
+        if block is not None and not isinstance(block, dict):
+            raise ConfigError(f"methods.{name}: expected a mapping of settings, got {block!r}")
+    default, presets = build_with_presets(PretrainConfig, raw.get("pretrain"), "pretrain")
+    sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
+    return Params(
         model=_coerce(str, raw["model"], "model"),
         dataset=_coerce(str, raw["dataset"], "dataset"),
         seed=_coerce(int, raw["seed"], "seed"),
-        data=build(DataConfig, raw.get("data"), "data"),
-        sweep=build(SweepConfig, raw.get("sweep"), "sweep"),
+        pretrain=PretrainSection(default, presets),
         methods={k: dict(v or {}) for k, v in methods.items()},
-        extra={k: v for k, v in raw.items() if k not in TOP_LEVEL},
+        **sections,
     )
-    get_method(params.model)
-    for m in params.sweep.methods:
-        get_method(m)
-    return params
 
 
 def load(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """params.yaml (with overrides) -> Params, method blocks unchecked: commands use msarepro.methods.load_params."""
     return from_dict(apply_overrides(load_raw(path), overrides or []))
 
 

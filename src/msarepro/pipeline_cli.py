@@ -18,8 +18,8 @@ from pathlib import Path
 
 
 def _params(args):
-    from . import config
-    return config.load(args.params, getattr(args, "set", None) or [])
+    from .methods import load_params
+    return load_params(args.params, getattr(args, "set", None) or [])
 
 
 def cmd_data_check(args) -> int:
@@ -111,10 +111,9 @@ def cmd_evaluate(args) -> int:
                   f"p={r['p_value']:.4f} (seeds {r['seeds']}, {r['n_samples']} test samples)")
     if args.out:
         params = _params(args)
-        ev = params.extra.get("evaluate") or {}
-        t = evaluate.write_evaluation(Path(args.sweep), Path(args.out), level=float(ev.get("ci_level", 0.95)),
-                                      n_resamples=int(ev.get("bootstrap_resamples", 10000)),
-                                      seed=int(ev.get("bootstrap_seed", 0)))
+        ev = params.evaluate
+        t = evaluate.write_evaluation(Path(args.sweep), Path(args.out), level=ev.ci_level,
+                                      n_resamples=ev.bootstrap_resamples, seed=ev.bootstrap_seed)
         print(f"wrote {args.out}: {len(t['per_seed'])} per-seed values, {len(t['summary'])} summary rows, "
               f"{len(t['paired'])} paired tests")
     elif not args.runs and not args.paired:

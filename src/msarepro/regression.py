@@ -20,28 +20,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import metrics
-from .config import ConfigError, Params, apply_overrides, from_dict, load_raw
-
-DEFAULTS = {"expected": "ci/expected_metrics.json", "datasets": ["synth-mosi", "synth-mvsa"], "seeds": [1111],
-            "scale": 0.15, "max_epochs": 2, "pretrain_epochs": 2, "tolerance": {"default": 0.02}}
+from .config import ConfigError, RegressionConfig, apply_overrides, from_dict, load_raw
 
 
-def settings(raw: dict) -> dict:
-    sec = dict(raw.get("regression") or {})
-    unknown = sorted(set(sec) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"regression: unknown key(s) {unknown}; known: {sorted(DEFAULTS)}")
-    return {**DEFAULTS, **sec}
-
-
-def smoke_overrides(raw: dict, s: dict, workdir: Path) -> list[str]:
+def smoke_overrides(raw: dict, s: RegressionConfig, workdir: Path) -> list[str]:
     """Overrides that turn params.yaml into the smoke run's: small data in `workdir`, capped epochs."""
     from .methods import all_methods
     from .sweep import PRETRAIN_METHODS
 
-    n = int(s["max_epochs"])
+    n = s.max_epochs
     never = 10**6  # patience: no early stopping (it must also exceed any method's own warm-up epochs)
-    ov = [f"data.root={workdir / 'data'}", f"data.synth_scale={s['scale']}"]
+    ov = [f"data.root={workdir / 'data'}", f"data.synth_scale={s.scale}"]
     for m in all_methods():
         ov += [f"methods.{m}.max_epochs={n}", f"methods.{m}.patience={never}"]
         for p, block in ((raw.get("methods", {}).get(m) or {}).get("presets") or {}).items():
@@ -51,10 +40,10 @@ def smoke_overrides(raw: dict, s: dict, workdir: Path) -> list[str]:
         if m in PRETRAIN_METHODS:
             ov.append(f"methods.{m}.pretrained={workdir / 'pretrain'}/{{dataset}}")
     if "pretrain" in raw:
-        ov.append(f"pretrain.epochs={int(s['pretrain_epochs'])}")
+        ov.append(f"pretrain.epochs={s.pretrain_epochs}")
         for p, block in ((raw["pretrain"] or {}).get("presets") or {}).items():
             if block and "epochs" in block:
-                ov.append(f"pretrain.presets.{p}.epochs={int(s['pretrain_epochs'])}")
+                ov.append(f"pretrain.presets.{p}.epochs={s.pretrain_epochs}")
     return ov
 
 
@@ -69,20 +58,20 @@ class Finding:
 
 
 def smoke_run(params_path: str | Path = "params.yaml", methods: list[str] | None = None,
-              workdir: Path | None = None, log=print) -> tuple[dict, dict]:
+              workdir: Path | None = None, log=print) -> tuple[RegressionConfig, dict]:
     """Run the smoke grid; -> (settings, {"method/dataset/seed": {metric: value}})."""
     from .data import DATASETS
-    from .methods import all_methods
+    from .methods import all_methods, validate_params
     from .sweep import PRETRAIN_METHODS
     from .train import RunSpec, run
 
     raw = load_raw(params_path)
-    s = settings(raw)
+    s = validate_params(from_dict(raw)).regression  # the whole file is checked before anything runs
     own_tmp = workdir is None
     tmp = tempfile.TemporaryDirectory(prefix="msarepro-smoke-") if own_tmp else None
     workdir = Path(tmp.name if own_tmp else workdir)
     try:
-        params: Params = from_dict(apply_overrides(raw, smoke_overrides(raw, s, workdir)))
+        params = validate_params(from_dict(apply_overrides(raw, smoke_overrides(raw, s, workdir))))
         registry = all_methods()
         chosen = sorted(methods or registry)
         for m in chosen:
@@ -90,10 +79,10 @@ def smoke_run(params_path: str | Path = "params.yaml", methods: list[str] | None
                 raise ConfigError(f"--methods: {m!r} is not a registered method ({', '.join(sorted(registry))})")
         results: dict[str, dict[str, float]] = {}
         for m in chosen:
-            for d in s["datasets"]:
+            for d in s.datasets:
                 if DATASETS[d].family not in registry[m].families:
                     continue
-                for seed in s["seeds"]:
+                for seed in s.seeds:
                     if m in PRETRAIN_METHODS and not (workdir / "pretrain" / d / "encoders.pt").exists():
                         from .pretrain.run import run_pretraining
                         log(f"smoke: pretraining {m}'s encoders on {d}")
@@ -155,8 +144,8 @@ def check(params_path: str | Path = "params.yaml", expected_path: str | None = N
     from .io import write_json
 
     s, actual = smoke_run(params_path, methods)
-    path = Path(expected_path or s["expected"])
-    recorded = {k: s[k] for k in ("datasets", "seeds", "scale", "max_epochs", "pretrain_epochs")}
+    path = Path(expected_path or s.expected)
+    recorded = s.recorded()
     if update:
         old = json.loads(path.read_text())["metrics"] if path.exists() and methods else {}
         write_json(path, {"settings": recorded, "metrics": {**old, **actual},
@@ -169,7 +158,7 @@ def check(params_path: str | Path = "params.yaml", expected_path: str | None = N
     if exp.get("settings") != recorded:
         raise ConfigError(f"{path} was recorded with smoke settings {exp.get('settings')}, params.yaml's "
                           f"regression section now says {recorded}; refresh with `msarepro check-regression --update`")
-    findings = compare(exp["metrics"], actual, s["tolerance"], methods)
+    findings = compare(exp["metrics"], actual, s.tolerance, methods)
     print(render(findings, verbose))
     bad = {"regression", "missing"} | ({"improved"} if strict else set())
     return 1 if any(x.status in bad for x in findings) else 0

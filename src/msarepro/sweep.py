@@ -65,18 +65,9 @@ def grid(params: Params) -> tuple[list[Job], list[tuple[str, str]]]:
     return jobs, skipped
 
 
-def pipeline_section(params: Params) -> dict:
-    """params.yaml `pipeline:`: datasets (what download -> features prepare), pretrain_seed."""
-    sec = params.extra.get("pipeline") or {}
-    unknown = sorted(set(sec) - {"datasets", "pretrain_seed"})
-    if unknown:
-        raise ConfigError(f"pipeline: unknown key(s) {unknown}; known: datasets, pretrain_seed")
-    return {"datasets": list(sec.get("datasets") or []), "pretrain_seed": int(sec.get("pretrain_seed", 1111))}
-
-
 def prepared_datasets(params: Params) -> list[str]:
     """The datasets the download/features stages prepare (params.yaml `pipeline.datasets`)."""
-    return pipeline_section(params)["datasets"]
+    return list(params.pipeline.datasets)
 
 
 def validate(params: Params) -> list[Job]:
@@ -160,10 +151,12 @@ def _manifest(params: Params, dataset: str) -> dict:
 
 def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -> dict:
     """Everything a run's result depends on (see module docstring), as a JSON-able dict."""
+    from .methods import method_config
+
     man = _manifest(params, job.dataset)
     preset = man.get("preset") or job.dataset
     fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
-          "config": to_jsonable(params.method_config(job.method, preset)), "data": to_jsonable(params.data),
+          "config": to_jsonable(method_config(params, job.method, preset)), "data": to_jsonable(params.data),
           "dataset_files": man.get("files", {}), "code": code_hash(job.method)}
     if job.method in PRETRAIN_METHODS:
         enc = Path(pretrain_root) / job.dataset / "encoders.pt"
@@ -173,15 +166,15 @@ def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -
 
 def pretrain_fingerprint(params: Params, dataset: str) -> dict:
     """Everything AE-MT's pretrained encoders for `dataset` depend on."""
-    from .pretrain.run import pretrain_config
+    from .methods import method_config
 
     man = _manifest(params, dataset)
     preset = man.get("preset") or dataset
-    cfg = pretrain_config(params, preset)
+    cfg = params.pretrain.resolve(preset)
     method = PRETRAIN_METHODS[0]  # AE-MT: its params block gives the encoder architecture
     return {"dataset": dataset, "preset": preset, "pretrain": to_jsonable(cfg),
-            "encoder": to_jsonable(params.method_config(method, preset)), "data": to_jsonable(params.data),
-            "dataset_files": man.get("files", {}), "seed": pipeline_section(params)["pretrain_seed"],
+            "encoder": to_jsonable(method_config(params, method, preset)), "data": to_jsonable(params.data),
+            "dataset_files": man.get("files", {}), "seed": params.pipeline.pretrain_seed,
             "code": pretrain_code_hash()}
 
 
@@ -243,12 +236,12 @@ def snakemake_command(params_file: str, profile: str | None, cores: int | None, 
 def run(params_file: str = "params.yaml", overrides: list[str] | None = None, profile: str | None = None,
         cores: int | None = None, dry_run: bool = False, extra: list[str] | None = None) -> int:
     """The `sweep` stage: prune stale runs, then let Snakemake run the missing jobs. -> exit status."""
-    from . import config
+    from .methods import load_params
 
     if overrides:
         raise ConfigError("msarepro sweep takes no -S overrides: Snakemake's jobs read the params file itself. "
                           "Write the overrides into a params file and pass --params FILE.")
-    params = config.load(params_file)
+    params = load_params(params_file)
     profile = profile or os.environ.get("MSAREPRO_PROFILE") or "profiles/local-cpu"
     if dry_run:
         jobs = validate(params)

@@ -31,7 +31,7 @@ from .config import ConfigError, MethodConfig, Params, to_jsonable
 from .data import ensure_dataset, load_dataset
 from .data.loader import SplitTensors, to_device, to_tensors
 from .io import atomic_path, write_json, write_text
-from .methods import build_method
+from .methods import build_method, method_config
 
 
 def seed_everything(seed: int) -> None:
@@ -123,7 +123,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     data_dir = ensure_dataset(spec.dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes)
     manifest = ds.manifest
-    cfg = params.method_config(spec.model, manifest.preset or manifest.name)
+    cfg = method_config(params, spec.model, manifest.preset or manifest.name)
     device = pick_device(spec.device)
     seed_everything(spec.seed)
     splits = to_tensors(ds)

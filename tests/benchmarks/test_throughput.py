@@ -8,7 +8,7 @@ import torch
 
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import all_methods, build_method
+from msarepro.methods import all_methods, build_method, method_config
 
 BATCH = 32
 CASES = [(m, "synth-mvsa" if "trimodal" not in cls.families else "synth-mosi") for m, cls in sorted(all_methods().items())]
@@ -18,7 +18,7 @@ CASES = [(m, "synth-mvsa" if "trimodal" not in cls.families else "synth-mosi") f
 def test_train_step_throughput(benchmark, method, dataset, small_data, params):
     torch.manual_seed(0)
     ds = load_dataset(small_data[dataset])
-    cfg = params.method_config(method, ds.manifest.preset)
+    cfg = method_config(params, method, ds.manifest.preset)
     model = build_method(method, cfg, ds.manifest)
     train = to_tensors(ds)["train"]
     model.on_epoch_start(0, train)

@@ -3,15 +3,15 @@ import os
 import shlex
 import sys
 
-from msarepro import config as msa_config
 from msarepro import sweep as msa_sweep
+from msarepro.methods import load_params
 
 # The params file the jobs read: the last --configfile given, else params.yaml.
 PARAMS_FILE = os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
-PARAMS = msa_config.load(PARAMS_FILE)  # raises a ConfigError naming the bad key before any job starts
+PARAMS = load_params(PARAMS_FILE)  # raises a ConfigError naming the bad key before any job starts
 JOBS = msa_sweep.validate(PARAMS)
 DATA_ROOT = PARAMS.data.root
-PRETRAIN_SEED = msa_sweep.pipeline_section(PARAMS)["pretrain_seed"]
+PRETRAIN_SEED = PARAMS.pipeline.pretrain_seed
 # Machine settings come from the profile (`config: [gpus=N]`), never from tracked params.
 N_GPUS = int(config.get("gpus", 0))
 GPU_WRAP = f"{shlex.quote(sys.executable)} -m msarepro.gpuslot --gpus {N_GPUS} --" if N_GPUS > 0 else ""

@@ -1,12 +1,18 @@
-"""The method registry. Every other list of method names (CLI choices, sweep validation, tests) derives from
-`METHODS`. A method is one module in this package whose class is decorated with `@register("name")`;
-modules are discovered automatically, so adding a method needs no edit here.
+"""The method registry, and the part of configuration that needs it. Every other list of method names (CLI
+choices, sweep validation, tests) derives from `METHODS`. A method is one module in this package whose class is
+decorated with `@register("name")`; modules are discovered automatically, so adding a method needs no edit here.
+
+    load_params(path, overrides)       params.yaml -> Params, the whole file validated (every command's loader)
+    validate_params(params)            the `methods:` blocks (and every preset) against each method's Config
+    method_config(params, model, preset)  the resolved, typed Config of one method for a dataset preset
 """
 from __future__ import annotations
 
 import importlib
 import pkgutil
+from pathlib import Path
 
+from ..config import ConfigError, MethodConfig, Params, build, build_with_presets, load, with_preset
 from .base import Method
 
 METHODS: dict[str, type[Method]] = {}
@@ -26,7 +32,6 @@ def register(name: str):
 def get_method(name: str) -> type[Method]:
     _discover()
     if name not in METHODS:
-        from ..config import ConfigError
         raise ConfigError(f"unknown method {name!r}; registered methods: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
@@ -52,7 +57,36 @@ def all_methods() -> dict[str, type[Method]]:
 def build_method(name: str, cfg, manifest) -> Method:
     cls = get_method(name)
     if manifest.family not in cls.families:
-        from ..config import ConfigError
         raise ConfigError(f"method {name!r} handles {'/'.join(cls.families)} datasets; dataset "
                           f"{manifest.name!r} is {manifest.family}")
+    source = getattr(cfg, "text_encoder", "features")
+    if source != "features" and "text_ids" not in manifest.modalities:
+        raise ConfigError(f"methods.{name}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} "
+                          "has none (only precomputed text features); set it to features, for this dataset in "
+                          f"methods.{name}.presets.{manifest.preset or manifest.name}")
     return cls(cfg, manifest)
+
+
+def method_config(params: Params, model: str, preset: str = "") -> MethodConfig:
+    """The resolved, typed config of `model` for a dataset preset: its params block, the preset's values over it."""
+    return build(get_method(model).Config, with_preset(params.methods.get(model), preset), f"methods.{model}")
+
+
+def validate_params(params: Params) -> Params:
+    """Check what config.py cannot without the registry: `model`, `sweep.methods` and every `methods.<name>`
+    block, each preset merged over its block, against the method's Config. -> params (unchanged)."""
+    registered = all_methods()
+    for name, block in params.methods.items():
+        if name not in registered:
+            raise ConfigError(f"methods.{name}: not a registered method; registered: {', '.join(sorted(registered))}")
+        build_with_presets(registered[name].Config, block, f"methods.{name}")
+    for key, names in (("model", [params.model]), ("sweep.methods", params.sweep.methods)):
+        for m in names:
+            if m not in registered:
+                raise ConfigError(f"{key}: unknown method {m!r}; registered methods: {', '.join(sorted(registered))}")
+    return params
+
+
+def load_params(path: str | Path = "params.yaml", overrides: list[str] | None = None) -> Params:
+    """params.yaml with DVC-style overrides (`methods.mult.lr=1e-3`) -> Params; every section validated."""
+    return validate_params(load(path, overrides))

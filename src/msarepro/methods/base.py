@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MethodConfig
+from ..config import ConfigError, MethodConfig
 
 
 class Method(nn.Module):
@@ -31,6 +31,11 @@ class Method(nn.Module):
         self.manifest = manifest
         self.task = manifest.task
         self.out_dim = manifest.num_classes if manifest.task == "classification" else 1
+        fits = {"regression": ("auto", "mse", "l1"), "classification": ("auto", "ce")}[self.task]
+        if cfg.task_loss not in fits:
+            raise ConfigError(f"methods.{self.name}.task_loss: {cfg.task_loss!r} does not fit dataset "
+                              f"{manifest.name!r} ({self.task}); use one of {', '.join(fits)} (in a preset "
+                              f"methods.{self.name}.presets.{manifest.preset or manifest.name} for this dataset)")
 
     def task_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         kind = self.cfg.task_loss
@@ -42,7 +47,8 @@ class Method(nn.Module):
             return F.mse_loss(pred, y)
         if kind == "l1":
             return F.l1_loss(pred, y)
-        raise ValueError(f"task_loss {kind!r}: expected auto, mse, l1 or ce")
+        raise ConfigError(f"methods.{self.name}.task_loss: {kind!r}; expected one of "
+                          f"{', '.join(MethodConfig.TASK_LOSSES)}")
 
     def losses(self, out: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], epoch: int) -> dict[str, torch.Tensor]:
         return {"task": self.task_loss(out["pred"], batch["y"])}

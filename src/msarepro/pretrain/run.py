@@ -1,6 +1,6 @@
 """`msarepro pretrain`: AE-MT's autoencoder pretraining on a dataset's unlabeled pool (section 3.2).
 
-Settings: the `pretrain:` section of params.yaml (`PretrainConfig`, with `presets:` per dataset preset as under
+Settings: the `pretrain:` section of params.yaml (`config.PretrainConfig`, with `presets:` per dataset preset as under
 `methods:`). The encoder architecture (width, heads, layers, kernel, transformer | lstm, pooled length) is
 `methods.aemt`'s for the same dataset, so pretraining and fine-tuning cannot disagree about it; encoders.pt
 records it and fine-tuning checks it.
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -29,40 +29,16 @@ import pandas as pd
 import torch
 
 from .. import __version__
-from ..config import ConfigError, Params, build
+from ..config import ConfigError, Params, PretrainConfig
 from ..data import ensure_dataset, load_dataset
 from ..data.loader import SplitTensors, to_device
 from ..io import atomic_path, write_json
 from .autoencoder import MODS, Autoencoders, consistency_loss, pool_inputs, reconstruction_loss, tamper
 
 
-@dataclass(frozen=True)
-class PretrainConfig:
-    epochs: int = 500  # Table 2
-    batch_size: int = 64
-    lr: float = 1.0e-3
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0  # max grad norm; 0 = off
-    plateau_patience: int = 10  # ReduceLROnPlateau on the held-out L_ae (factor 0.5); 0 = constant lr
-    patience: int = 0  # stop after this many epochs without held-out improvement; 0 = run every epoch
-    decoder_layers: int = 3  # Table 2
-    consistency_weight: float = 0.4  # lambda_1, eq. 10 (Table 2); 0 = w/o MCD (Table 5)
-    tamper_p: float = 0.5  # p^tamper, eq. 6 (not printed)
-    heldout: float = 0.1  # fraction of the pool held out
-
-    def validate(self, where: str) -> None:
-        if not 0.0 <= self.tamper_p <= 1.0:
-            raise ConfigError(f"{where}.tamper_p: {self.tamper_p}; expected a probability in [0, 1]")
-        if not 0.0 < self.heldout < 1.0:
-            raise ConfigError(f"{where}.heldout: {self.heldout}; expected a fraction in (0, 1)")
-        if self.epochs < 1 or self.batch_size < 2:
-            raise ConfigError(f"{where}: epochs must be >= 1 and batch_size >= 2 (tampering swaps within a batch)")
-
-
 def pretrain_config(params: Params, preset: str) -> PretrainConfig:
-    block = dict(params.extra.get("pretrain") or {})
-    presets = block.pop("presets", {}) or {}
-    return build(PretrainConfig, {**block, **(presets.get(preset) or {})}, "pretrain")
+    """The `pretrain:` section for a dataset preset (typed and validated in config.py)."""
+    return params.pretrain.resolve(preset)
 
 
 def _pool_split(ds) -> tuple[str, SplitTensors]:
@@ -113,8 +89,9 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
         raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
     preset = manifest.preset or manifest.name
     cfg = pretrain_config(params, preset)
+    from ..methods import method_config
     from ..methods.aemt import AEMT
-    spec = AEMT.encoder_spec(params.method_config("aemt", preset))  # the architecture fine-tuning will load
+    spec = AEMT.encoder_spec(method_config(params, "aemt", preset))  # the architecture fine-tuning will load
     dev = pick_device(device)
     seed_everything(seed)
     pool_name, pool = _pool_split(ds)
