@@ -104,6 +104,9 @@ def test_expected_file_with_other_settings_is_refused(tmp_path):
     stale.write_text(json.dumps(exp))
     with pytest.raises(ConfigError, match="refresh with `msarepro check-regression --update`"):
         regression.run_and_compare(PARAMS, stale, ["text_only"])
+    with pytest.raises(ConfigError, match="without --methods"):  # a partial refresh would mix two settings
+        regression.check(PARAMS, str(stale), update=True, methods=["text_only"])
+    assert json.loads(stale.read_text()) == exp
 
 
 @pytest.mark.slow  # a subprocess that imports the package and runs a smoke run: 14 s
