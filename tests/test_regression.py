@@ -20,7 +20,7 @@ from msarepro.methods import all_methods
 ROOT = Path(__file__).resolve().parents[1]
 PARAMS = ROOT / "params.yaml"
 BIN = Path(sys.executable).parent
-# Smoke runs measured at over 5 s on the 2-core machine (MulT 7.1 s, INFIG 6.5 s; the others 0.9-3.5 s);
+# The longest smoke runs, measured on a shared 2-core machine (MulT 3.8-7.1 s, INFIG 4.0-6.5 s; the others 0.5-3.5 s);
 # the README's test section lists them. `pytest -m "not slow"` skips them.
 SLOW_SMOKE = {"infig", "mult"}
 
@@ -109,7 +109,7 @@ def test_expected_file_with_other_settings_is_refused(tmp_path):
     assert json.loads(stale.read_text()) == exp
 
 
-@pytest.mark.slow  # a subprocess that imports the package and runs a smoke run: 14 s
+@pytest.mark.slow  # a subprocess that imports the package and runs a smoke run: 8-14 s
 def test_check_regression_cli_exits_1_on_a_pushed_value(tmp_path):
     exp = json.loads(committed().read_text())
     key = next(k for k in exp["metrics"] if k.startswith("text_only/synth-mosi/"))
