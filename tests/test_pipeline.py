@@ -1,5 +1,5 @@
 """The pipeline: the grid derived from params.yaml and the registries, per-run staleness, GPU slots, Snakemake
-dry runs (local and SLURM), check-regression, and one end-to-end `dvc repro` on a tiny copy of the project
+dry runs (local and SLURM), and one end-to-end `dvc repro` on a tiny copy of the project
 (no-op second run, one method's change retrains only that method, `dvc exp run`, push/pull to a local remote)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from msarepro import config, regression, sweep
+from msarepro import config, sweep
 from msarepro.config import ConfigError
 from msarepro.data import DATASETS
 from msarepro.methods import all_methods, load_params
@@ -323,36 +323,6 @@ def test_snakemake_dry_runs_list_one_job_per_run(tmp_path):
     (p / "params.yaml").write_text(yaml.safe_dump(bad))
     r = sh([str(BIN / "snakemake"), "-n"], p, check=False)
     assert r.returncode != 0 and "unknown method 'nope'" in r.stdout + r.stderr
-
-
-# ---------------------------------------------------------------------------------------- check-regression
-def test_compare_and_render():
-    exp = {"m/d/1": {"Has0_acc_2": 0.80, "MAE": 0.70}, "gone/d/1": {"Has0_acc_2": 0.5}}
-    act = {"m/d/1": {"Has0_acc_2": 0.77, "MAE": 0.69}, "new/d/1": {"Has0_acc_2": 0.6}}
-    f = {(x.key, x.metric): x.status for x in regression.compare(exp, act, {"default": 0.02, "MAE": 0.03})}
-    assert f[("m/d/1", "Has0_acc_2")] == "regression"  # 0.03 worse > 0.02
-    assert f[("m/d/1", "MAE")] == "ok"  # 0.01 better, within 0.03
-    assert f[("gone/d/1", "Has0_acc_2")] == "missing" and f[("new/d/1", "Has0_acc_2")] == "new"
-    f2 = {x.metric: x.status for x in regression.compare({"k": {"MAE": 0.70}}, {"k": {"MAE": 0.60}}, {"default": 0.02})}
-    assert f2 == {"MAE": "improved"}  # lower MAE is better
-    text = regression.render(regression.compare(exp, act, {"default": 0.02}))
-    assert "REGRESSION" in text and "-0.0300" in text and "1 regression" in text
-
-
-def test_check_regression_passes_on_committed_values_and_catches_a_push(tmp_path):
-    """The committed expected values reproduce (text-only baseline, to stay fast); pushing one past its
-    tolerance fails with exit status 1."""
-    committed = ROOT / load_params(ROOT / "params.yaml").regression.expected
-    assert regression.check(ROOT / "params.yaml", str(committed), methods=["text_only"]) == 0
-    exp = json.loads(committed.read_text())
-    key = next(k for k in exp["metrics"] if k.startswith("text_only/synth-mosi/"))
-    exp["metrics"][key]["Has0_acc_2"] += 0.05  # expected better than we get: a regression
-    pushed = tmp_path / "expected.json"
-    pushed.write_text(json.dumps(exp))
-    r = sh([str(BIN / "msarepro"), "check-regression", "--methods", "text_only", "--expected", str(pushed)],
-           ROOT, check=False)
-    assert r.returncode == 1, r.stdout + r.stderr
-    assert "REGRESSION" in r.stdout and key in r.stdout and "Has0_acc_2" in r.stdout
 
 
 # ----------------------------------------------------------------------------------------- dvc end to end
