@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..io import sha256_file, write_json
+from ..runtime import progress
 from .format import DatasetError
 from .registry import DATASETS, DatasetInfo, RemoteFile
 
@@ -283,10 +284,8 @@ class Fetcher:
             return full
 
     def _bar(self, total, initial, desc):
-        if not self.progress or os.environ.get("MSAREPRO_PROGRESS", "1") == "0":
-            return None
-        from tqdm.auto import tqdm
-        return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, leave=False, file=sys.stderr)
+        return progress(None, desc, unit="B", total=total, enabled=self.progress, initial=initial, unit_scale=True,
+                        file=sys.stderr)
 
 
 class _Incomplete(Exception):
