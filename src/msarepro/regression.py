@@ -36,8 +36,7 @@ def settings(raw: dict) -> dict:
 
 def smoke_overrides(raw: dict, s: dict, workdir: Path) -> list[str]:
     """Overrides that turn params.yaml into the smoke run's: small data in `workdir`, capped epochs."""
-    from .methods import all_methods
-    from .sweep import PRETRAIN_METHODS
+    from .methods import all_methods, pretraining_methods
 
     n = int(s["max_epochs"])
     never = 10**6  # patience: no early stopping (it must also exceed any method's own warm-up epochs)
@@ -48,7 +47,7 @@ def smoke_overrides(raw: dict, s: dict, workdir: Path) -> list[str]:
             for key in ("max_epochs", "patience"):
                 if block and key in block:
                     ov.append(f"methods.{m}.presets.{p}.{key}={n if key == 'max_epochs' else never}")
-        if m in PRETRAIN_METHODS:
+        if m in pretraining_methods():
             ov.append(f"methods.{m}.pretrained={workdir / 'pretrain'}/{{dataset}}")
     if "pretrain" in raw:
         ov.append(f"pretrain.epochs={int(s['pretrain_epochs'])}")
@@ -72,8 +71,7 @@ def smoke_run(params_path: str | Path = "params.yaml", methods: list[str] | None
               workdir: Path | None = None, log=print) -> tuple[dict, dict]:
     """Run the smoke grid; -> (settings, {"method/dataset/seed": {metric: value}})."""
     from .data import DATASETS
-    from .methods import all_methods
-    from .sweep import PRETRAIN_METHODS
+    from .methods import all_methods, pretraining_methods
     from .train import RunSpec, run
 
     raw = load_raw(params_path)
@@ -94,7 +92,7 @@ def smoke_run(params_path: str | Path = "params.yaml", methods: list[str] | None
                 if DATASETS[d].family not in registry[m].families:
                     continue
                 for seed in s["seeds"]:
-                    if m in PRETRAIN_METHODS and not (workdir / "pretrain" / d / "encoders.pt").exists():
+                    if m in pretraining_methods() and not (workdir / "pretrain" / d / "encoders.pt").exists():
                         from .pretrain.run import run_pretraining
                         log(f"smoke: pretraining {m}'s encoders on {d}")
                         run_pretraining(params, d, int(seed), workdir / "pretrain" / d, progress=False)

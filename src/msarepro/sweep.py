@@ -27,7 +27,6 @@ from .config import ConfigError, Params, to_jsonable
 PACKAGE = Path(__file__).resolve().parent
 SWEEP_ROOT = Path("runs/sweep")
 PRETRAIN_ROOT = Path("pretrain")
-PRETRAIN_METHODS = ("aemt",)  # methods whose runs consume the `pretrain` stage's encoders
 
 
 @dataclass(frozen=True)
@@ -100,10 +99,10 @@ def validate(params: Params) -> list[Job]:
 def pretrain_datasets(params: Params) -> list[str]:
     """Datasets whose AE-MT encoders the `pretrain` stage must produce: the sweep's, when AE-MT is swept, and
     the single experiment's when `model` is AE-MT."""
-    from .methods import get_method
+    from .methods import get_method, pretraining_methods
 
     out = []
-    for m in PRETRAIN_METHODS:
+    for m in pretraining_methods():
         fams = get_method(m).families
         if m in params.sweep.methods:
             out += [d for d in params.sweep.datasets if dataset_family(d) in fams]
@@ -120,10 +119,10 @@ def code_hash(method: str) -> str:
     """SHA-256 over the sources a run of `method` executes: TRAINING_CODE without the other registered methods'
     modules, plus the pretraining package for methods that load pretrained encoders. Editing the reports or the
     evaluation therefore retrains nothing."""
-    from .methods import all_methods
+    from .methods import all_methods, pretraining_methods
 
     others = {Path(sys.modules[c.__module__].__file__).resolve() for n, c in all_methods().items() if n != method}
-    patterns = TRAINING_CODE + (("pretrain/*.py",) if method in PRETRAIN_METHODS else ())
+    patterns = TRAINING_CODE + (("pretrain/*.py",) if method in pretraining_methods() else ())
     files = sorted({p for pat in patterns for p in PACKAGE.glob(pat)})
     h = hashlib.sha256()
     for p in files:
@@ -140,29 +139,17 @@ def _manifest(params: Params, dataset: str) -> dict:
 
 def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -> dict:
     """Everything a run's result depends on (see module docstring), as a JSON-able dict."""
+    from .methods import pretraining_methods
+
     man = _manifest(params, job.dataset)
     preset = man.get("preset") or job.dataset
     fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
           "config": to_jsonable(params.method_config(job.method, preset)), "data": to_jsonable(params.data),
           "dataset_files": man.get("files", {}), "code": code_hash(job.method)}
-    if job.method in PRETRAIN_METHODS:
+    if job.method in pretraining_methods():
         enc = Path(pretrain_root) / job.dataset / "encoders.pt"
         fp["pretrained"] = _sha256(enc) if enc.exists() else None
     return fp
-
-
-def pretrain_fingerprint(params: Params, dataset: str) -> dict:
-    """Everything AE-MT's pretrained encoders for `dataset` depend on."""
-    from .pretrain.run import pretrain_config
-
-    man = _manifest(params, dataset)
-    preset = man.get("preset") or dataset
-    cfg = pretrain_config(params, preset)
-    method = PRETRAIN_METHODS[0]  # AE-MT: its params block gives the encoder architecture
-    return {"dataset": dataset, "preset": preset, "pretrain": to_jsonable(cfg),
-            "encoder": to_jsonable(params.method_config(method, preset)), "data": to_jsonable(params.data),
-            "dataset_files": man.get("files", {}), "seed": pipeline_section(params)["pretrain_seed"],
-            "code": code_hash(method)}
 
 
 def _sha256(path: Path) -> str:

@@ -7,7 +7,8 @@
     last real state of each -> concat (B, 6d) -> residual MLP -> output
 
 Unlike MMSA (which attends over padded positions), padding is masked everywhere and the "last state" is the last
-real position. AE-MT reuses this module and swaps in pretrained modality encoders via `encode_inputs`.
+real position. Everything after the per-modality projections is `MulTFusion`, which AE-MT (methods/aemt.py) holds
+behind its own pretrained modality encoders.
 """
 from __future__ import annotations
 
@@ -26,27 +27,17 @@ from .blocks import CrossModalTransformer, last_valid, sinusoidal_positions, tra
 MODS = ("text", "audio", "vision")
 
 
-@register("mult")
-class MulT(Method):
-    @dataclass(frozen=True)
-    class Config(MethodConfig):
-        dim: int = 30  # MMSA: dst_feature_dim_nheads (50/30/50/30 on MOSI/MOSEI/SIMS/SIMS v2)
-        heads: int = 6
-        levels: int = 4  # cross-modal layers (nlevels)
-        conv_kernel: int = 1  # Conv1D kernel for every modality (odd; length kept with padding)
-        attn_dropout: float = 0.1
-        relu_dropout: float = 0.1
-        embed_dropout: float = 0.25
-        out_dropout: float = 0.1
+class MulTFusion(nn.Module):
+    """MulT after the modality projections: encoded sequences {m: ((B, Lm, d), mask (B, Lm))} -> cross-modal and
+    self-attention transformers -> fused (B, 6d) -> residual MLP -> output (B, out_dim). `cfg` holds MulT.Config's
+    fields (dim, heads, levels and the dropouts)."""
 
-    def __init__(self, cfg: Config, manifest):
-        super().__init__(cfg, manifest)
+    def __init__(self, cfg: MulT.Config, out_dim: int):
+        super().__init__()
+        self.cfg = cfg
         d = cfg.dim
         if d % cfg.heads:
             raise ValueError(f"methods.mult.dim ({d}) must be divisible by heads ({cfg.heads})")
-        k = cfg.conv_kernel
-        self.proj = nn.ModuleDict({m: nn.Conv1d(manifest.modalities[m]["dim"], d, k, padding=(k - 1) // 2, bias=False)
-                                   for m in MODS})
         pairs = [(t, s) for t in MODS for s in MODS if s != t]  # (target, source)
         self.cross = nn.ModuleDict({f"{t}<-{s}": CrossModalTransformer(d, cfg.heads, cfg.levels, cfg.relu_dropout,
                                                                        cfg.attn_dropout) for t, s in pairs})
@@ -54,15 +45,7 @@ class MulT(Method):
                                   for m in MODS})
         self.proj1 = nn.Linear(6 * d, 6 * d)
         self.proj2 = nn.Linear(6 * d, 6 * d)
-        self.out = nn.Linear(6 * d, self.out_dim)
-
-    def encode_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-        """Per modality: (B, Lm, Dm) -> (sequence (B, Lm, d), mask (B, Lm))."""
-        out = {}
-        for m in MODS:
-            x = self.proj[m](batch[m].transpose(1, 2)).transpose(1, 2)  # (B, Lm, d)
-            out[m] = (x, batch[f"{m}_mask"])
-        return out
+        self.out = nn.Linear(6 * d, out_dim)
 
     def fuse(self, enc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """Cross-modal and self-attention transformers -> (B, 6d) fused representation."""
@@ -79,7 +62,40 @@ class MulT(Method):
             lasts.append(last_valid(h, q_mask))  # (B, 2d)
         return torch.cat(lasts, dim=-1)  # (B, 6d)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        h = self.fuse(self.encode_inputs(batch))
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, 6d) fused -> residual MLP -> (B, out_dim)."""
         r = self.proj2(F.dropout(F.relu(self.proj1(h)), self.cfg.out_dropout, self.training)) + h
-        return {"pred": self.head(self.out(r)), "fused": h}
+        return self.out(r)
+
+
+@register("mult")
+class MulT(Method):
+    @dataclass(frozen=True)
+    class Config(MethodConfig):
+        dim: int = 30  # MMSA: dst_feature_dim_nheads (50/30/50/30 on MOSI/MOSEI/SIMS/SIMS v2)
+        heads: int = 6
+        levels: int = 4  # cross-modal layers (nlevels)
+        conv_kernel: int = 1  # Conv1D kernel for every modality (odd; length kept with padding)
+        attn_dropout: float = 0.1
+        relu_dropout: float = 0.1
+        embed_dropout: float = 0.25
+        out_dropout: float = 0.1
+
+    def __init__(self, cfg: Config, manifest):
+        super().__init__(cfg, manifest)
+        d, k = cfg.dim, cfg.conv_kernel
+        self.proj = nn.ModuleDict({m: nn.Conv1d(manifest.modalities[m]["dim"], d, k, padding=(k - 1) // 2, bias=False)
+                                   for m in MODS})
+        self.fusion = MulTFusion(cfg, self.out_dim)
+
+    def encode_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """Per modality: (B, Lm, Dm) -> (sequence (B, Lm, d), mask (B, Lm))."""
+        out = {}
+        for m in MODS:
+            x = self.proj[m](batch[m].transpose(1, 2)).transpose(1, 2)  # (B, Lm, d)
+            out[m] = (x, batch[f"{m}_mask"])
+        return out
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = self.fusion.fuse(self.encode_inputs(batch))
+        return {"pred": self.head(self.fusion.output(h)), "fused": h}
