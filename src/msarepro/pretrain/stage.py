@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from ..config import Params, to_jsonable
+from ..data import ensure_dataset
 from ..io import write_json
 from ..methods.aemt import AEMT
 from .run import pretrain_config, run_pretraining
@@ -47,6 +48,8 @@ def run_stage(params: Params, dataset: str, out: str | Path, device: str | None 
                                           "params.yaml (sweep.methods x sweep.datasets, or model/dataset)"})
         log(f"pretrain {dataset}: not needed by the sweep or the train stage; skipped")
         return {"status": "skipped", "dataset": dataset}
+    d = params.data
+    ensure_dataset(dataset, d.root, d.synth_seed, d.synth_scale)  # the fingerprint holds its files' hashes
     fp = pretrain_fingerprint(params, dataset)
     stamp = out / "fingerprint.json"
     if (out / "encoders.pt").exists() and stamp.exists() and json.loads(stamp.read_text()) == fp:
