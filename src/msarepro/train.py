@@ -12,7 +12,6 @@ Run directory (all files written atomically):
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time

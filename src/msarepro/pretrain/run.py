@@ -17,7 +17,6 @@ Output directory (written atomically):
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
