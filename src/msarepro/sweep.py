@@ -112,7 +112,8 @@ def pretrain_datasets(params: Params) -> list[str]:
 
 
 # The code a training run executes (paths relative to the package; methods/ minus the other methods' modules).
-TRAINING_CODE = ("__init__.py", "config.py", "io.py", "metrics.py", "train.py", "data/*.py", "methods/*.py")
+TRAINING_CODE = ("__init__.py", "config.py", "io.py", "metrics.py", "runtime.py", "train.py", "data/*.py",
+                 "methods/*.py")
 
 
 def code_hash(method: str) -> str:
