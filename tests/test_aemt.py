@@ -17,10 +17,12 @@ from msarepro import config
 from msarepro.data import load_dataset
 from msarepro.data.format import write_dataset
 from msarepro.data.loader import to_tensors
-from msarepro.methods import build_method, method_config
-from msarepro.methods.aemt import contrastive_loss, polarity
-from msarepro.pretrain.autoencoder import (MODS, Autoencoders, EncoderSpec, average_pool, reconstruction_loss,
-                                           tamper)
+from msarepro.methods import all_methods, build_method, method_config, pretraining_methods
+from msarepro.methods.aemt import AEMT, contrastive_loss, polarity
+from msarepro.methods.base import Method
+from msarepro.methods.modality_encoder import MODS, EncoderSpec, average_pool
+from msarepro.methods.mult import MulT, MulTFusion
+from msarepro.pretrain.autoencoder import Autoencoders, reconstruction_loss, tamper
 from msarepro.pretrain.run import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,6 +141,28 @@ def test_contrastive_loss_hand_computed():
     zero = contrastive_loss(zr, z_sp, ~none, none, t, "negatives")
     zero.backward()
     assert zero.item() == 0.0 and zr.grad is not None
+
+
+def test_aemt_composes_mults_fusion_instead_of_subclassing_mult(small_data, params):
+    assert not issubclass(AEMT, MulT)
+    ds = load_dataset(small_data["synth-sims"])
+    aemt = build_method("aemt", method_config(params, "aemt", "synth-sims"), ds.manifest)
+    mult = build_method("mult", method_config(params, "mult", "synth-sims"), ds.manifest)
+    assert type(aemt.fusion) is MulTFusion and type(mult.fusion) is MulTFusion
+    assert set(dict(aemt.named_children())) == {"fusion", "text", "encoders"}
+    # every parameter belongs to a module the model uses: the fusion, the text encoder or the modality encoders
+    batch = to_tensors(ds)["train"].batch(torch.arange(8))
+    aemt.train()
+    out = aemt(batch)
+    sum(aemt.losses(out, batch, 0).values()).backward()
+    unused = [n for n, p in aemt.named_parameters() if p.requires_grad and p.grad is None]
+    assert not unused
+
+
+def test_whether_a_method_pretrains_is_a_property_of_its_class():
+    assert Method.uses_pretraining is False and MulT.uses_pretraining is False and AEMT.uses_pretraining is True
+    assert pretraining_methods() == tuple(sorted(n for n, c in all_methods().items() if c.uses_pretraining))
+    assert "aemt" in pretraining_methods() and "mult" not in pretraining_methods()
 
 
 def test_sims_polarity_counts_neutral_as_negative():

@@ -1,11 +1,14 @@
 """dvc.yaml's code dependencies, derived from the package's import closure (codedeps.py), never kept by hand.
 
-The `train`, `sweep` and `pretrain` stages list exactly the source files their work executes, between the
-marker comments `# >>> code deps of STAGE` and `# <<< code deps` in dvc.yaml:
+Every stage lists exactly the source files its work executes, between the marker comments
+`# >>> code deps of STAGE` and `# <<< code deps` in dvc.yaml:
+    download   the stage dispatch (prepare.py: generators, fetching, importers, the raw-media extractors)
+    check      the canonical format's reader and the dataset registry
     train      the training loop and every registered method (`model` is a parameter, so any may run)
     sweep      the same, plus the grid and per-run staleness logic (sweep.py) that the stage runs first
     pretrain   every module of the pretrain package (the stage's command and AE-MT's encoder pretraining)
                with everything they import (the encoders' blocks, the data loader, the config)
+    evaluate   the evaluation (evaluate.py and the metrics); tables: the report package; figures: its figures
 The CLI (top floor: argument parsing only) is left out, so a new option does not invalidate results.
 
     python -m msarepro.dvcdeps            rewrite the marked blocks of ./dvc.yaml
@@ -33,9 +36,15 @@ def stage_modules() -> dict[str, list[str]]:
 
     methods = sorted({method_module(m) for m in all_methods()})
     pretrain = sorted(m for m in codedeps.module_files() if m.startswith(f"{codedeps.PACKAGE}.pretrain"))
-    return {"train": [TRAIN_MODULE] + methods,
-            "sweep": [f"{codedeps.PACKAGE}.sweep", TRAIN_MODULE] + methods,
-            "pretrain": pretrain}
+    pkg = codedeps.PACKAGE
+    return {"download": [f"{pkg}.prepare"],
+            "check": [f"{pkg}.data", f"{pkg}.data.registry", f"{pkg}.io"],
+            "pretrain": pretrain,
+            "train": [TRAIN_MODULE] + methods,
+            "sweep": [f"{pkg}.sweep", TRAIN_MODULE] + methods,
+            "evaluate": [f"{pkg}.evaluate"],
+            "tables": [f"{pkg}.report"],
+            "figures": [f"{pkg}.report.figures_papers"]}
 
 
 def stage_code_deps(src_root: Path = Path("src")) -> dict[str, list[str]]:

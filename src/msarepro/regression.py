@@ -44,8 +44,7 @@ def settings(params_path: str | Path = "params.yaml") -> RegressionConfig:
 
 def smoke_overrides(raw: dict, s: RegressionConfig, workdir: Path) -> list[str]:
     """Overrides that turn params.yaml into the smoke run's: small data in `workdir`, capped epochs."""
-    from .methods import all_methods
-    from .sweep import PRETRAIN_METHODS
+    from .methods import all_methods, pretraining_methods
 
     n = s.max_epochs
     never = 10**6  # patience: no early stopping (it must also exceed any method's own warm-up epochs)
@@ -56,7 +55,7 @@ def smoke_overrides(raw: dict, s: RegressionConfig, workdir: Path) -> list[str]:
             for key in ("max_epochs", "patience"):
                 if block and key in block:
                     ov.append(f"methods.{m}.presets.{p}.{key}={n if key == 'max_epochs' else never}")
-        if m in PRETRAIN_METHODS:
+        if m in pretraining_methods():
             ov.append(f"methods.{m}.pretrained={workdir / 'pretrain'}/{{dataset}}")
     if "pretrain" in raw:
         ov.append(f"pretrain.epochs={s.pretrain_epochs}")
@@ -100,8 +99,7 @@ def smoke_run(params_path: str | Path = "params.yaml", methods: list[str] | None
               workdir: Path | None = None, log=print) -> tuple[RegressionConfig, dict]:
     """Run the smoke grid; -> (settings, {"method/dataset/seed": {metric: value}})."""
     from .data import DATASETS
-    from .methods import all_methods, validate_params
-    from .sweep import PRETRAIN_METHODS
+    from .methods import all_methods, pretraining_methods, validate_params
 
     raw = load_raw(params_path)
     s = validate_params(from_dict(raw)).regression  # the whole file is checked before anything runs
@@ -122,7 +120,7 @@ def smoke_run(params_path: str | Path = "params.yaml", methods: list[str] | None
                     if DATASETS[d].family not in registry[m].families:
                         continue
                     for seed in s.seeds:
-                        results.update(_smoke_one(params, m, d, int(seed), workdir, m in PRETRAIN_METHODS, log))
+                        results.update(_smoke_one(params, m, d, int(seed), workdir, m in pretraining_methods(), log))
         return s, results
     finally:
         if tmp is not None:

@@ -29,7 +29,6 @@ from .config import ConfigError, Params, to_jsonable
 
 SWEEP_ROOT = Path("runs/sweep")
 PRETRAIN_ROOT = Path("pretrain")
-PRETRAIN_METHODS = ("aemt",)  # methods whose runs consume the `pretrain` stage's encoders
 
 
 @dataclass(frozen=True)
@@ -93,10 +92,10 @@ def validate(params: Params) -> list[Job]:
 def pretrain_datasets(params: Params) -> list[str]:
     """Datasets whose AE-MT encoders the `pretrain` stage must produce: the sweep's, when AE-MT is swept, and
     the single experiment's when `model` is AE-MT."""
-    from .methods import get_method
+    from .methods import get_method, pretraining_methods
 
     out = []
-    for m in PRETRAIN_METHODS:
+    for m in pretraining_methods():
         fams = get_method(m).families
         if m in params.sweep.methods:
             out += [d for d in params.sweep.datasets if dataset_family(d) in fams]
@@ -151,31 +150,17 @@ def _manifest(params: Params, dataset: str) -> dict:
 
 def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -> dict:
     """Everything a run's result depends on (see module docstring), as a JSON-able dict."""
-    from .methods import method_config
+    from .methods import method_config, pretraining_methods
 
     man = _manifest(params, job.dataset)
     preset = man.get("preset") or job.dataset
     fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
           "config": to_jsonable(method_config(params, job.method, preset)), "data": to_jsonable(params.data),
           "dataset_files": man.get("files", {}), "code": code_hash(job.method)}
-    if job.method in PRETRAIN_METHODS:
+    if job.method in pretraining_methods():
         enc = Path(pretrain_root) / job.dataset / "encoders.pt"
         fp["pretrained"] = _sha256(enc) if enc.exists() else None
     return fp
-
-
-def pretrain_fingerprint(params: Params, dataset: str) -> dict:
-    """Everything AE-MT's pretrained encoders for `dataset` depend on."""
-    from .methods import method_config
-
-    man = _manifest(params, dataset)
-    preset = man.get("preset") or dataset
-    cfg = params.pretrain.resolve(preset)
-    method = PRETRAIN_METHODS[0]  # AE-MT: its params block gives the encoder architecture
-    return {"dataset": dataset, "preset": preset, "pretrain": to_jsonable(cfg),
-            "encoder": to_jsonable(method_config(params, method, preset)), "data": to_jsonable(params.data),
-            "dataset_files": man.get("files", {}), "seed": params.pipeline.pretrain_seed,
-            "code": pretrain_code_hash()}
 
 
 def _sha256(path: Path) -> str:

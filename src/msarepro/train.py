@@ -14,10 +14,8 @@ DVC leaves it out of the outputs' hashes (.dvcignore) and git ignores it.
 """
 from __future__ import annotations
 
-import copy
 import math
 import os
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,34 +30,7 @@ from .data import ensure_dataset, load_dataset
 from .data.loader import SplitTensors, to_device, to_tensors
 from .io import atomic_path, write_json, write_text
 from .methods import build_method, method_config
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def pick_device(name: str | None = None) -> torch.device:
-    name = name or os.environ.get("MSAREPRO_DEVICE", "auto")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def _rng_state() -> dict:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def _set_rng_state(s: dict) -> None:
-    random.setstate(s["python"])
-    np.random.set_state(s["numpy"])
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+from .runtime import pick_device, progress, rng_state, seed_everything, set_rng_state
 
 
 def make_optimizer(model, cfg: MethodConfig) -> torch.optim.Optimizer:
@@ -152,7 +123,7 @@ def run(params: Params, spec: RunSpec) -> dict:
         if sched is not None:
             sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
-        _set_rng_state(ck["rng"])
+        set_rng_state(ck["rng"])
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", resolved)
 
@@ -161,7 +132,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     t0 = time.perf_counter()
     n_seen = 0
     epochs = range(state["epoch"] + 1, cfg.max_epochs)
-    bar = _progress(epochs, spec, f"{spec.model}/{manifest.name}/{spec.seed}")
+    bar = progress(epochs, f"{spec.model}/{manifest.name}/{spec.seed}", unit="epoch", enabled=spec.progress)
     for epoch in bar:
         if state["bad_epochs"] >= cfg.patience:
             break
@@ -214,7 +185,7 @@ def run(params: Params, spec: RunSpec) -> dict:
         state["history"].append(row)
         _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict() if sched is not None else None,
-                          "state": state, "rng": _rng_state(), "config": resolved})
+                          "state": state, "rng": rng_state(), "config": resolved})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
     elapsed = time.perf_counter() - t0
@@ -274,9 +245,3 @@ def _save(path: Path, obj) -> None:
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         torch.save(obj, f)
 
-
-def _progress(it, spec: RunSpec, desc: str):
-    if not spec.progress or os.environ.get("MSAREPRO_PROGRESS", "1") == "0":
-        return it
-    from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, unit="epoch", leave=False)

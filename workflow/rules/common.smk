@@ -4,7 +4,7 @@ import shlex
 import sys
 
 from msarepro import sweep as msa_sweep
-from msarepro.methods import load_params
+from msarepro.methods import load_params, pretraining_methods
 
 # The params file the jobs read: the last --configfile given, else params.yaml.
 PARAMS_FILE = os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
@@ -33,6 +33,6 @@ def method_config(wildcards):
 
 def train_inputs(wildcards):
     inputs = {"manifest": f"{DATA_ROOT}/{wildcards.dataset}/manifest.json"}
-    if wildcards.method in msa_sweep.PRETRAIN_METHODS:  # only AE-MT runs depend on pretrained encoders
+    if wildcards.method in pretraining_methods():  # only runs of methods that use pretraining (AE-MT)
         inputs["encoders"] = f"{msa_sweep.PRETRAIN_ROOT}/{wildcards.dataset}/encoders.pt"
     return inputs

@@ -171,10 +171,9 @@ class Fetcher:
             return full
 
     def _bar(self, total, initial, desc):
-        if not self.progress or os.environ.get("MSAREPRO_PROGRESS", "1") == "0":
-            return None
-        from tqdm.auto import tqdm
-        return tqdm(total=total, initial=initial, unit="B", unit_scale=True, desc=desc, leave=False, file=sys.stderr)
+        from ..runtime import progress
+        return progress(None, desc, unit="B", total=total, enabled=self.progress, initial=initial, unit_scale=True,
+                        file=sys.stderr)
 
 
 class _Incomplete(Exception):

@@ -38,6 +38,7 @@ from pathlib import Path, PureWindowsPath
 import numpy as np
 import pandas as pd
 
+from ..runtime import progress
 from .format import DatasetError, Manifest, write_dataset
 
 MVSA_CLASSES = ("positive", "neutral", "negative")
@@ -94,16 +95,12 @@ def write_image_text_dataset(rows: pd.DataFrame, image_dir: Path, out: Path, nam
                              f1_average: str, image_size: int = 224, tokenizer: str = "packaged-minilm",
                              max_len: int = 64, provenance: dict | None = None) -> Manifest:
     """rows: split, id, label (int), text. Reads images from image_dir/<id>.<ext>, writes the canonical set."""
-    from tqdm.auto import tqdm
-    import os
-
     rows = rows.reset_index(drop=True)
     ids, lens, vocab, tok_name = tokenize(rows["text"].tolist(), tokenizer, max_len)
     images = np.zeros((len(rows), 3, image_size, image_size), np.uint8)
     missing = 0
     it = rows["id"].astype(str).tolist()
-    show = os.environ.get("MSAREPRO_PROGRESS", "1") != "0"
-    for i, item in enumerate(tqdm(it, desc=f"{name} images", unit="img", disable=not show)):
+    for i, item in enumerate(progress(it, f"{name} images", unit="img")):
         im = load_image(find_image(image_dir, item), image_size)
         if im is None:
             missing += 1

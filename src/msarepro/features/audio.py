@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from . import require
-from .cache import ItemCache, progress
+from ..runtime import progress
+from .cache import ItemCache
 
 
 class LibrosaAudio:

@@ -42,10 +42,3 @@ class ItemCache:
 
     def missing(self, items: list[str]) -> list[str]:
         return list(items) if self.dir is None else [i for i in items if not self._path(i).exists()]
-
-
-def progress(it, desc: str, total: int | None = None, unit: str = "item"):
-    import os
-    from tqdm.auto import tqdm
-    return tqdm(it, desc=desc, total=total, unit=unit, leave=False,
-                disable=os.environ.get("MSAREPRO_PROGRESS", "1") == "0")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data.format import load_dataset, write_dataset
-from .cache import progress
+from ..runtime import progress
 
 
 class ImageBackbone:

@@ -11,7 +11,8 @@ import functools
 
 import numpy as np
 
-from .cache import ItemCache, progress
+from ..runtime import progress
+from .cache import ItemCache
 
 
 def resolve_model(model: str) -> str:

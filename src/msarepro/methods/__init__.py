@@ -16,7 +16,7 @@ from ..config import ConfigError, MethodConfig, Params, build, build_with_preset
 from .base import Method
 
 METHODS: dict[str, type[Method]] = {}
-_NOT_METHODS = {"base", "blocks", "text_encoder"}
+_NOT_METHODS = {"base", "blocks", "modality_encoder", "text_encoder"}
 
 
 def register(name: str):
@@ -52,6 +52,11 @@ def _discover() -> None:
 def all_methods() -> dict[str, type[Method]]:
     _discover()
     return dict(METHODS)
+
+
+def pretraining_methods() -> tuple[str, ...]:
+    """Registered methods whose runs consume the `pretrain` stage's output (`uses_pretraining` on the class)."""
+    return tuple(sorted(n for n, cls in all_methods().items() if cls.uses_pretraining))
 
 
 def build_method(name: str, cfg, manifest) -> Method:

@@ -3,7 +3,8 @@
 
     text features (or a fine-tuned text encoder), audio, vision -> average-pooled to `pool_len` (section 4.2.1)
     per modality: Conv1D (eq. 1) + encoder E_m (eq. 2), initialised from `msarepro pretrain`'s encoders.pt
-    MulT's six cross-modal transformers, concatenation per target, self-attention, FC (eqs. 11-14; methods/mult.py)
+    MulT's fusion (MulTFusion: six cross-modal transformers, concatenation per target, self-attention, FC;
+    eqs. 11-14, methods/mult.py), held by this model next to its own encoders and contrastive term
     L = L_senti (MSE, eq. 15) + lambda_2 * L_con (eqs. 16-18)                                       (eq. 19)
 Contrastive task: the anchor is the fused representation Z_i (B, 6d) of sample i; the strong positive Z_i^sp is
 the fused representation of the same inputs with a dropout mask (eq. 16); weak positives are the other samples
@@ -29,9 +30,10 @@ from torch import nn
 
 from ..config import ConfigError
 from ..io import sha256_file
-from ..pretrain.autoencoder import MODS, EncoderSpec, ModalityEncoder, pool_inputs
 from . import register
-from .mult import MulT
+from .base import Method
+from .modality_encoder import MODS, EncoderSpec, ModalityEncoder, pool_inputs
+from .mult import MulT, MulTFusion
 from .text_encoder import TextEncoder
 
 
@@ -70,9 +72,11 @@ def contrastive_loss(z: torch.Tensor, z_sp: torch.Tensor, weak_pos: torch.Tensor
 
 
 @register("aemt")
-class AEMT(MulT):
+class AEMT(Method):
+    uses_pretraining = True  # its runs load the `pretrain` stage's encoders.pt
+
     @dataclass(frozen=True)
-    class Config(MulT.Config):
+    class Config(MulT.Config):  # MulT's fields configure the fusion
         pretrained: str = "pretrain/{dataset}"  # dir with encoders.pt ({dataset}: manifest name); "" = random init
         text_encoder: str = "features"  # see methods/text_encoder.py
         encoder: str = "transformer"  # E_m: transformer | lstm (Table 5, w/o TR)
@@ -98,7 +102,7 @@ class AEMT(MulT):
 
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
-        del self.proj  # MulT's plain Conv1D projections: AE-MT's modality encoders below include eq. 1's Conv1D
+        self.fusion = MulTFusion(cfg, self.out_dim, self.name)
         self.text = TextEncoder(cfg.text_encoder, manifest)
         in_dims = {"text": self.text.out_dim, "audio": manifest.modalities["audio"]["dim"],
                    "vision": manifest.modalities["vision"]["dim"]}
@@ -153,9 +157,10 @@ class AEMT(MulT):
         return out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        out = super().forward(batch)  # MulT: "pred" and the fused representation Z (B, 6d), eqs. 11-14
+        h = self.fusion.fuse(self.encode_inputs(batch))  # the fused representation Z (B, 6d), eqs. 11-13
+        out = {"pred": self.head(self.fusion.output(h)), "fused": h}  # eq. 14
         if self.training and self.cfg.contrastive_weight > 0:
-            out["fused_sp"] = self.fuse(self.encode_inputs(batch, self.cfg.sp_dropout))  # Z^sp, eq. 16
+            out["fused_sp"] = self.fusion.fuse(self.encode_inputs(batch, self.cfg.sp_dropout))  # Z^sp, eq. 16
         return out
 
     def contrast_masks(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -3,6 +3,7 @@
 A method is an nn.Module with:
     Config                 a frozen dataclass subclassing config.MethodConfig (its params.yaml block)
     families               dataset families it handles ("trimodal", "image_text")
+    uses_pretraining       True if its runs load the `pretrain` stage's output (the pipeline pretrains for them)
     forward(batch) -> dict  at least "pred": (B,) for regression, (B, C) logits for classification
     losses(out, batch, epoch) -> dict of weighted loss terms; the loop minimises their sum
     param_groups()         optional per-group learning rates (e.g. a text encoder at a smaller lr)
@@ -24,6 +25,7 @@ class Method(nn.Module):
     name: str = ""
     Config: type[MethodConfig] = MethodConfig
     families: tuple[str, ...] = ("trimodal",)
+    uses_pretraining: bool = False  # True: runs load the `pretrain` stage's output (methods.pretraining_methods())
 
     def __init__(self, cfg: MethodConfig, manifest):
         super().__init__()

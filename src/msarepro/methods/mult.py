@@ -7,7 +7,8 @@
     last real state of each -> concat (B, 6d) -> residual MLP -> output
 
 Unlike MMSA (which attends over padded positions), padding is masked everywhere and the "last state" is the last
-real position. AE-MT reuses this module and swaps in pretrained modality encoders via `encode_inputs`.
+real position. Everything after the per-modality projections is `MulTFusion`, which AE-MT (methods/aemt.py) holds
+behind its own pretrained modality encoders.
 """
 from __future__ import annotations
 
@@ -24,6 +25,48 @@ from .base import Method
 from .blocks import CrossModalTransformer, last_valid, sinusoidal_positions, transformer_encoder
 
 MODS = ("text", "audio", "vision")
+
+
+class MulTFusion(nn.Module):
+    """MulT after the modality projections: encoded sequences {m: ((B, Lm, d), mask (B, Lm))} -> cross-modal and
+    self-attention transformers -> fused (B, 6d) -> residual MLP -> output (B, out_dim). `cfg` holds MulT.Config's
+    fields (dim, heads, levels and the dropouts)."""
+
+    def __init__(self, cfg: MulT.Config, out_dim: int, owner: str = "mult"):
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.dim
+        if d % cfg.heads:  # configs built with dataclasses.replace skip validate(); `owner`: the configured method
+            raise ConfigError(f"methods.{owner}.dim ({d}) must be divisible by methods.{owner}.heads "
+                              f"({cfg.heads}); change one of them")
+        pairs = [(t, s) for t in MODS for s in MODS if s != t]  # (target, source)
+        self.cross = nn.ModuleDict({f"{t}<-{s}": CrossModalTransformer(d, cfg.heads, cfg.levels, cfg.relu_dropout,
+                                                                       cfg.attn_dropout) for t, s in pairs})
+        self.mem = nn.ModuleDict({m: transformer_encoder(2 * d, cfg.heads, max(cfg.levels, 3), dropout=cfg.relu_dropout)
+                                  for m in MODS})
+        self.proj1 = nn.Linear(6 * d, 6 * d)
+        self.proj2 = nn.Linear(6 * d, 6 * d)
+        self.out = nn.Linear(6 * d, out_dim)
+
+    def fuse(self, enc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        """Cross-modal and self-attention transformers -> (B, 6d) fused representation."""
+        d = self.cfg.dim
+        seqs = {}
+        for m, (x, mask) in enc.items():
+            x = math.sqrt(d) * x + sinusoidal_positions(x.size(1), d, x.device)
+            seqs[m] = (F.dropout(x, self.cfg.embed_dropout, self.training), mask)
+        lasts = []
+        for t in MODS:
+            q, q_mask = seqs[t]
+            h = torch.cat([self.cross[f"{t}<-{s}"](q, *seqs[s]) for s in MODS if s != t], dim=-1)  # (B, Lt, 2d)
+            h = self.mem[t](h, src_key_padding_mask=~q_mask)
+            lasts.append(last_valid(h, q_mask))  # (B, 2d)
+        return torch.cat(lasts, dim=-1)  # (B, 6d)
+
+    def output(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, 6d) fused -> residual MLP -> (B, out_dim)."""
+        r = self.proj2(F.dropout(F.relu(self.proj1(h)), self.cfg.out_dropout, self.training)) + h
+        return self.out(r)
 
 
 @register("mult")
@@ -49,21 +92,10 @@ class MulT(Method):
 
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
-        d = cfg.dim
-        if d % cfg.heads:  # configs built with dataclasses.replace skip validate()
-            raise ConfigError(f"methods.{self.name}.dim ({d}) must be divisible by methods.{self.name}.heads "
-                              f"({cfg.heads}); change one of them")
-        k = cfg.conv_kernel
+        d, k = cfg.dim, cfg.conv_kernel
         self.proj = nn.ModuleDict({m: nn.Conv1d(manifest.modalities[m]["dim"], d, k, padding=(k - 1) // 2, bias=False)
                                    for m in MODS})
-        pairs = [(t, s) for t in MODS for s in MODS if s != t]  # (target, source)
-        self.cross = nn.ModuleDict({f"{t}<-{s}": CrossModalTransformer(d, cfg.heads, cfg.levels, cfg.relu_dropout,
-                                                                       cfg.attn_dropout) for t, s in pairs})
-        self.mem = nn.ModuleDict({m: transformer_encoder(2 * d, cfg.heads, max(cfg.levels, 3), dropout=cfg.relu_dropout)
-                                  for m in MODS})
-        self.proj1 = nn.Linear(6 * d, 6 * d)
-        self.proj2 = nn.Linear(6 * d, 6 * d)
-        self.out = nn.Linear(6 * d, self.out_dim)
+        self.fusion = MulTFusion(cfg, self.out_dim, self.name)
 
     def encode_inputs(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
         """Per modality: (B, Lm, Dm) -> (sequence (B, Lm, d), mask (B, Lm))."""
@@ -73,22 +105,6 @@ class MulT(Method):
             out[m] = (x, batch[f"{m}_mask"])
         return out
 
-    def fuse(self, enc: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
-        """Cross-modal and self-attention transformers -> (B, 6d) fused representation."""
-        d = self.cfg.dim
-        seqs = {}
-        for m, (x, mask) in enc.items():
-            x = math.sqrt(d) * x + sinusoidal_positions(x.size(1), d, x.device)
-            seqs[m] = (F.dropout(x, self.cfg.embed_dropout, self.training), mask)
-        lasts = []
-        for t in MODS:
-            q, q_mask = seqs[t]
-            h = torch.cat([self.cross[f"{t}<-{s}"](q, *seqs[s]) for s in MODS if s != t], dim=-1)  # (B, Lt, 2d)
-            h = self.mem[t](h, src_key_padding_mask=~q_mask)
-            lasts.append(last_valid(h, q_mask))  # (B, 2d)
-        return torch.cat(lasts, dim=-1)  # (B, 6d)
-
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        h = self.fuse(self.encode_inputs(batch))
-        r = self.proj2(F.dropout(F.relu(self.proj1(h)), self.cfg.out_dropout, self.training)) + h
-        return {"pred": self.head(self.out(r)), "fused": h}
+        h = self.fusion.fuse(self.encode_inputs(batch))
+        return {"pred": self.head(self.fusion.output(h)), "fused": h}

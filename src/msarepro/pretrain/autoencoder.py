@@ -10,7 +10,8 @@ Modality-consistency detection:
     L_consistency = binary cross-entropy                                          (eq. 9)
     L_ae = L_recon + lambda_1 * L_consistency                                     (eq. 10)
 
-`ModalityEncoder` (Conv1D + E_m) is the part that AE-MT's fine-tuning reuses. E_m and D_m are transformer stacks
+`ModalityEncoder` (Conv1D + E_m, methods/modality_encoder.py) is the part that AE-MT's fine-tuning reuses; the
+methods layer owns it and this package builds on it. E_m and D_m are transformer stacks
 (Table 2: 3 + 3 layers) or LSTMs (Table 5, "w/o TR"). Choices the paper leaves open, made here:
 - eq. 5 writes the target as F_m, but eq. 4 maps back to "the same dimension as the original sample": the
   target is the (pooled) input X_m; padded positions are excluded;
@@ -21,94 +22,12 @@ Modality-consistency detection:
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..methods.blocks import masked_mean, sinusoidal_positions, transformer_encoder
-
-MODS = ("text", "audio", "vision")
-Inputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (sequence (B, L, D), mask (B, L))
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """The architecture of one modality encoder; stored with pretrained weights and checked when loading."""
-    dim: int  # d
-    heads: int
-    layers: int  # encoder layers (Table 2: 3)
-    kernel: int  # k_m, odd (length is kept)
-    arch: str  # "transformer" | "lstm" (Table 5, w/o TR)
-    dropout: float
-    pool_len: int  # common length every modality is average-pooled to (section 4.2.1); 0 = not pooled
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-def average_pool(x: torch.Tensor, mask: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average-pool each sample's real positions to `length` bins (section 4.2.1).
-
-    x: (B, L, D), mask: (B, L) right-padded -> ((B, length, D), (B, length) all True). Bin j of a sample with
-    n real positions averages positions [floor(j n / length), ceil((j + 1) n / length)), as adaptive average
-    pooling does, so a sample's result does not depend on the other samples in its batch.
-    """
-    n = mask.long().sum(1).clamp_min(1)[:, None]  # (B, 1)
-    j = torch.arange(length, device=x.device)[None, :]  # (1, P)
-    start = (j * n) // length  # (B, P)
-    end = ((j + 1) * n + length - 1) // length
-    pos = torch.arange(x.size(1), device=x.device)[None, None, :]  # (1, 1, L)
-    w = ((pos >= start[..., None]) & (pos < end[..., None])).to(x.dtype)  # (B, P, L)
-    w = w / w.sum(-1, keepdim=True)
-    return w @ x, torch.ones(x.size(0), length, dtype=torch.bool, device=x.device)
-
-
-def pool_inputs(inputs: Inputs, length: int) -> Inputs:
-    if length <= 0:
-        return inputs
-    return {m: average_pool(x, mask, length) for m, (x, mask) in inputs.items()}
-
-
-def _conv(in_dim: int, out_dim: int, kernel: int) -> nn.Conv1d:
-    if kernel < 1 or kernel % 2 == 0:
-        raise ValueError(f"Conv1D kernel k_m must be odd and positive (the sequence length is kept); got {kernel}")
-    return nn.Conv1d(in_dim, out_dim, kernel, padding=(kernel - 1) // 2)
-
-
-def _conv_seq(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    return conv(x.transpose(1, 2)).transpose(1, 2)  # (B, L, Din) -> (B, L, Dout)
-
-
-def _run_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    lengths = mask.long().sum(1).clamp_min(1).cpu()
-    packed = nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    out, _ = lstm(packed)
-    return nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=x.size(1))[0]
-
-
-class ModalityEncoder(nn.Module):
-    """Eqs. 1-2: X_m (B, L, D_m) -> H_m (B, L, d)."""
-
-    def __init__(self, in_dim: int, spec: EncoderSpec):
-        super().__init__()
-        self.in_dim, self.spec = in_dim, spec
-        self.conv = _conv(in_dim, spec.dim, spec.kernel)  # eq. 1
-        if spec.arch == "transformer":
-            self.body = transformer_encoder(spec.dim, spec.heads, spec.layers, dropout=spec.dropout)
-        elif spec.arch == "lstm":
-            self.body = nn.LSTM(spec.dim, spec.dim, spec.layers, batch_first=True,
-                                dropout=spec.dropout if spec.layers > 1 else 0.0)
-        else:
-            raise ValueError(f"encoder architecture {spec.arch!r}: expected 'transformer' or 'lstm'")
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        f = _conv_seq(self.conv, x)  # F_m (B, L, d), eq. 1
-        if self.spec.arch == "lstm":
-            return _run_lstm(self.body, f, mask)  # eq. 2 with an LSTM
-        f = f + sinusoidal_positions(f.size(1), f.size(2), f.device)
-        return self.body(f, src_key_padding_mask=~mask)  # H_m, eq. 2
+from ..methods.blocks import masked_mean, sinusoidal_positions
+from ..methods.modality_encoder import MODS, EncoderSpec, Inputs, ModalityEncoder, conv_seq, run_lstm, same_conv1d
 
 
 class ModalityDecoder(nn.Module):
@@ -124,15 +43,15 @@ class ModalityDecoder(nn.Module):
         else:
             self.body = nn.LSTM(spec.dim, spec.dim, layers, batch_first=True,
                                 dropout=spec.dropout if layers > 1 else 0.0)
-        self.conv = _conv(spec.dim, out_dim, spec.kernel)  # eq. 4
+        self.conv = same_conv1d(spec.dim, out_dim, spec.kernel)  # eq. 4
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.spec.arch == "lstm":
-            f = _run_lstm(self.body, h, mask)
+            f = run_lstm(self.body, h, mask)
         else:
             queries = sinusoidal_positions(h.size(1), h.size(2), h.device).expand(h.size(0), -1, -1)
             f = self.body(queries, h, tgt_key_padding_mask=~mask, memory_key_padding_mask=~mask)  # F'_m, eq. 3
-        return _conv_seq(self.conv, f)  # X^_m, eq. 4
+        return conv_seq(self.conv, f)  # X^_m, eq. 4
 
 
 class Autoencoders(nn.Module):

@@ -19,7 +19,6 @@ Output directory (written atomically):
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +32,12 @@ from ..config import ConfigError, Params, PretrainConfig
 from ..data import ensure_dataset, load_dataset
 from ..data.loader import SplitTensors, to_device
 from ..io import atomic_path, write_json
-from .autoencoder import MODS, Autoencoders, consistency_loss, pool_inputs, reconstruction_loss, tamper
+from ..methods import method_config
+from ..methods.aemt import AEMT
+from ..methods.modality_encoder import MODS, pool_inputs
+from ..runtime import pick_device, seed_everything
+from ..runtime import progress as progress_bar
+from .autoencoder import Autoencoders, consistency_loss, reconstruction_loss, tamper
 
 
 def pretrain_config(params: Params, preset: str) -> PretrainConfig:
@@ -79,8 +83,6 @@ def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig,
 
 def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, device: str | None = None,
                     progress: bool = True) -> dict:
-    from ..train import _progress, pick_device, seed_everything, RunSpec
-
     out = Path(out)
     data_dir = ensure_dataset(dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes, splits=("train", "unlabeled"))
@@ -89,8 +91,6 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
         raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
     preset = manifest.preset or manifest.name
     cfg = pretrain_config(params, preset)
-    from ..methods import method_config
-    from ..methods.aemt import AEMT
     spec = AEMT.encoder_spec(method_config(params, "aemt", preset))  # the architecture fine-tuning will load
     dev = pick_device(device)
     seed_everything(seed)
@@ -107,8 +107,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     initial = evaluate(model, pool, held_idx, cfg, spec.pool_len, eval_seed, dev)
     history, best, best_state, bad = [], None, None, 0
     t0 = time.perf_counter()
-    bar = _progress(range(cfg.epochs), RunSpec("aemt-pretrain", dataset, seed, out, progress=progress),
-                    f"pretrain/{manifest.name}/{seed}")
+    bar = progress_bar(range(cfg.epochs), f"pretrain/{manifest.name}/{seed}", unit="epoch", enabled=progress)
     for epoch in bar:
         model.train()
         gen = torch.Generator().manual_seed(seed * 1000 + epoch)

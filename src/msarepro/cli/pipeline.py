@@ -1,13 +1,14 @@
-"""The pipeline's subcommands of `msarepro` (each a thin call the DVC stages make):
+"""The pipeline's commands (each a thin call that a DVC stage makes):
 
-    msarepro data check NAME --out features/NAME.json     features stage: verify a prepared dataset
     msarepro sweep [--profile P] [--cores N] [-n]           sweep stage: prune stale runs, Snakemake the rest
-    msarepro sweep --pretrain NAME --out pretrain/NAME      pretrain stage: AE-MT encoders when the grid needs them
     msarepro sweep --list                                   the grid's jobs (and skipped pairs)
     msarepro evaluate [RUN ...] [--sweep DIR --out DIR] [--paired A B --dataset D]
     msarepro tables [--metrics DIR --papers DIR --out DIR]
     msarepro figures [--sweep DIR --out DIR]                figures stage: the papers' figures from the sweep's runs
     msarepro check-regression [--update] [--strict] [--methods M ...]
+
+The pretrain stage is `msarepro pretrain --stage` (cli/train.py); `sweep --pretrain NAME` is its deprecated
+former spelling, kept for one release.
 """
 from __future__ import annotations
 
@@ -16,36 +17,16 @@ import subprocess
 import sys
 from pathlib import Path
 
-
-def _params(args):
-    from .methods import load_params
-    return load_params(args.params, getattr(args, "set", None) or [])
-
-
-def cmd_data_check(args) -> int:
-    from .data import load_dataset
-    from .data.registry import dataset_dir
-    from .io import write_json
-
-    params = _params(args)
-    ds = load_dataset(dataset_dir(args.name, params.data.root), verify_hashes=True)
-    m = ds.manifest
-    report = {"dataset": m.name, "family": m.family, "task": m.task, "metric_family": m.metric_family,
-              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "files": m.files,
-              "nonfinite_replaced": m.nonfinite_replaced, "verified": "sha256 of every file"}
-    if args.out:
-        write_json(args.out, report)
-    print(f"{m.name}: {m.family}, splits {m.splits}; every file's SHA-256 matches its manifest")
-    return 0
+from .common import load_params, with_params
 
 
 def cmd_sweep(args) -> int:
-    from . import sweep
+    from .. import sweep
 
     if args.pretrain:
-        return _pretrain_stage(args)
+        return _deprecated_pretrain(args)
     if args.list:
-        params = _params(args)
+        params = load_params(args)
         jobs = sweep.validate(params)
         _, skipped = sweep.grid(params)
         for j in jobs:
@@ -57,41 +38,21 @@ def cmd_sweep(args) -> int:
     return sweep.run(args.params, args.set, args.profile, args.cores, args.dry_run, args.snakemake_args)
 
 
-def _pretrain_stage(args) -> int:
-    """Pretrain AE-MT's encoders for one dataset if the grid (or the single experiment) needs them; otherwise
-    record why not, so the stage's output exists either way. The output persists between runs: encoders whose
-    fingerprint (settings, data, seed, code) is unchanged are kept, not pretrained again."""
-    import shutil
+def _deprecated_pretrain(args) -> int:
+    from ..pretrain.stage import run_stage
+    from ..sweep import PRETRAIN_ROOT
 
-    from . import sweep
-    from .io import write_json
-
-    params = _params(args)
-    out = Path(args.out or sweep.PRETRAIN_ROOT / args.pretrain)
-    if args.pretrain not in sweep.pretrain_datasets(params):
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        write_json(out / "skipped.json", {"dataset": args.pretrain, "reason": "no AE-MT run on this dataset in "
-                                          "params.yaml (sweep.methods x sweep.datasets, or model/dataset)"})
-        print(f"pretrain {args.pretrain}: not needed by the sweep or the train stage; skipped")
-        return 0
-    fp = sweep.pretrain_fingerprint(params, args.pretrain)
-    stamp = out / "fingerprint.json"
-    if (out / "encoders.pt").exists() and stamp.exists() and json.loads(stamp.read_text()) == fp:
-        print(f"pretrain {args.pretrain}: {out / 'encoders.pt'} is up to date (same settings, data, seed, code)")
-        return 0
-    if out.exists():
-        shutil.rmtree(out)
-    from .pretrain.run import run_pretraining
-    r = run_pretraining(params, args.pretrain, fp["seed"], out, progress=not args.no_progress)
-    write_json(stamp, fp)
-    print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
+    out = args.out or str(PRETRAIN_ROOT / args.pretrain)
+    print(f"msarepro: note: `sweep --pretrain` is deprecated and goes away in the next release; use "
+          f"`msarepro pretrain --stage --dataset {args.pretrain} --out {out}`", file=sys.stderr)
+    r = run_stage(load_params(args), args.pretrain, out, progress=not args.no_progress)
+    if r["status"] == "pretrained":
+        print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from . import evaluate
+    from .. import evaluate
 
     for d in args.runs:
         r = evaluate.recompute(Path(d))
@@ -110,7 +71,7 @@ def cmd_evaluate(args) -> int:
             print(f"{args.dataset} {k}: {a} - {b} = {r['diff']:+.4f} [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] "
                   f"p={r['p_value']:.4f} (seeds {r['seeds']}, {r['n_samples']} test samples)")
     if args.out:
-        params = _params(args)
+        params = load_params(args)
         ev = params.evaluate
         t = evaluate.write_evaluation(Path(args.sweep), Path(args.out), level=ev.ci_level,
                                       n_resamples=ev.bootstrap_resamples, seed=ev.bootstrap_seed)
@@ -131,10 +92,10 @@ def _git(*cmd: str) -> str:
 def cmd_tables(args) -> int:
     import torch
 
-    from . import __version__
-    from .report import write_reports
+    from .. import __version__
+    from ..report import write_reports
 
-    params = _params(args)
+    params = load_params(args)
     prov = {"commit": _git("rev-parse", "HEAD"), "msarepro": __version__, "torch": torch.__version__,
             "params": args.params}
     paths = write_reports(Path(args.metrics), Path(args.papers), Path(args.out), list(params.sweep.methods), prov)
@@ -143,32 +104,25 @@ def cmd_tables(args) -> int:
 
 
 def cmd_figures(args) -> int:
-    from .report.figures_papers import draw_paper_figures
+    from ..report.figures_papers import draw_paper_figures
     paths = draw_paper_figures(args.sweep, args.out, args.params)
     print(f"wrote {len(paths)} files under {args.out}")
     return 0
 
 
 def cmd_check_regression(args) -> int:
-    from .regression import check
+    from ..regression import check
     return check(args.params, args.expected, args.update, args.strict, args.methods, args.verbose)
 
 
-def add_commands(sub, data, with_params) -> None:
-    """Register the pipeline subcommands on `msarepro`'s parser (`sub`) and its `data` group."""
-    c = data.add_parser("check", help="the features stage for canonical datasets: verify every file's SHA-256, "
-                        "shapes and labels, and write a summary")
-    c.add_argument("name", help="registered dataset name (under data.root) or a dataset directory")
-    c.add_argument("--out", help="summary JSON (e.g. features/NAME.json)")
-    with_params(c)
-    c.set_defaults(fn=cmd_data_check)
-
+def add_commands(sub) -> None:
     s = sub.add_parser("sweep", help="the sweep stage: (method x dataset x seed) jobs via Snakemake")
     s.add_argument("--profile", help="Snakemake profile (default: $MSAREPRO_PROFILE or profiles/local-cpu)")
     s.add_argument("--cores", type=int, help="override the profile's cores")
     s.add_argument("-n", "--dry-run", action="store_true", help="list what would run; change nothing")
     s.add_argument("--list", action="store_true", help="print the grid's jobs and exit")
-    s.add_argument("--pretrain", metavar="DATASET", help="the pretrain stage for DATASET")
+    s.add_argument("--pretrain", metavar="DATASET",
+                   help="deprecated: use `msarepro pretrain --stage --dataset DATASET --out pretrain/DATASET`")
     s.add_argument("--out", help="with --pretrain: output directory (default pretrain/DATASET)")
     s.add_argument("--no-progress", action="store_true")
     s.add_argument("snakemake_args", nargs="*", help="passed to snakemake after `--`")
@@ -207,8 +161,3 @@ def add_commands(sub, data, with_params) -> None:
     r.add_argument("-v", "--verbose", action="store_true", help="list every metric, not only the changed ones")
     with_params(r)
     r.set_defaults(fn=cmd_check_regression)
-
-
-if __name__ == "__main__":
-    from .cli import main
-    sys.exit(main())

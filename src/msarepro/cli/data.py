@@ -1,32 +1,14 @@
-"""The `msarepro` command: the pipeline's steps by hand."""
+"""`msarepro data ...`: generate, download, import, extract and check datasets."""
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
-
-def _params(args):
-    from .methods import load_params
-    return load_params(args.params, args.set or [])
-
-
-def cmd_list(args) -> int:
-    from .data import DATASETS
-    from .methods import all_methods
-    print("methods:")
-    for name, cls in sorted(all_methods().items()):
-        doc = (sys.modules[cls.__module__].__doc__ or name).strip().splitlines()[0]
-        print(f"  {name:12s} {'/'.join(cls.families):20s} {doc}")
-    print("datasets:")
-    for name, info in sorted(DATASETS.items()):
-        print(f"  {name:14s} {info.family:11s} {info.source:10s} {info.description}")
-    return 0
+from .common import load_params, with_params
 
 
 def cmd_data_synth(args) -> int:
-    from .data.synth import generate
+    from ..data.synth import generate
     m = generate(args.name, args.out, seed=args.seed, scale=args.scale)
     print(f"wrote {args.out}: {m.splits}")
     ref = m.provenance.get("reference", {})
@@ -36,16 +18,16 @@ def cmd_data_synth(args) -> int:
 
 
 def cmd_data_download(args) -> int:
-    from .prepare import Fetcher, download
-    params = _params(args)
+    from ..prepare import Fetcher, download
+    params = load_params(args)
     print(download(args.name, args.out, raw=args.raw, fetcher=Fetcher(retries=args.retries),
                    synth_seed=params.data.synth_seed, synth_scale=params.data.synth_scale))
     return 0
 
 
 def cmd_data_import_mmsa(args) -> int:
-    from .data.mmsa import import_mmsa
-    out = args.out or str(Path(_params(args).data.root) / args.name)
+    from ..data.mmsa import import_mmsa
+    out = args.out or str(Path(load_params(args).data.root) / args.name)
     m = import_mmsa(args.path, out, name=args.name, family=args.family, preset=args.preset or args.name)
     print(f"imported {args.path} as {args.name!r} into {out}: {m.splits}; non-finite values set to 0: "
           f"{m.nonfinite_replaced or 'none'}")
@@ -53,9 +35,9 @@ def cmd_data_import_mmsa(args) -> int:
 
 
 def cmd_data_import_imagetext(args) -> int:
-    from .data import imagetext
-    from .data.registry import DATASETS
-    out = args.out or str(Path(_params(args).data.root) / args.name)
+    from ..data import imagetext
+    from ..data.registry import DATASETS
+    out = args.out or str(Path(load_params(args).data.root) / args.name)
     info = DATASETS.get(args.name)
     classes = tuple(args.classes.split(",")) if args.classes else (
         info.extra["class_names"] if info and info.family == "image_text" else imagetext.MVSA_CLASSES)
@@ -82,8 +64,8 @@ def cmd_data_import_imagetext(args) -> int:
 
 
 def cmd_data_extract(args) -> int:
-    from .features import MissingPackage
-    from .features.pipeline import extract
+    from ..features import MissingPackage
+    from ..features.pipeline import extract
     try:
         m, speed = extract(args.raw, args.out, text=args.text, audio=args.audio, vision=args.vision,
                            cache=args.cache, batch_size=args.batch_size, text_max_len=args.text_max_len,
@@ -99,47 +81,32 @@ def cmd_data_extract(args) -> int:
 
 
 def cmd_data_extract_images(args) -> int:
-    from .features.image import add_image_features
+    from ..features.image import add_image_features
     m, speed = add_image_features(args.dataset, args.out, args.model, batch_size=args.batch_size, device=args.device)
     print(f"wrote {args.out}: image_features {m.modalities['image_features']}; {speed:.1f} images/s")
     return 0
 
 
-def cmd_train(args) -> int:
-    from .train import RunSpec, run
-    params = _params(args)
-    spec = RunSpec(model=args.model or params.model, dataset=args.dataset or params.dataset,
-                   seed=params.seed if args.seed is None else args.seed, out=Path(args.out),
-                   resume=args.resume, device=args.device, progress=not args.no_progress)
-    result = run(params, spec)
-    print(json.dumps({"best_epoch": result["best_epoch"], "test": result["test"]}, indent=2))
+def cmd_data_check(args) -> int:
+    from ..data import load_dataset
+    from ..data.registry import dataset_dir
+    from ..io import write_json
+
+    params = load_params(args)
+    ds = load_dataset(dataset_dir(args.name, params.data.root), verify_hashes=True)
+    m = ds.manifest
+    report = {"dataset": m.name, "family": m.family, "task": m.task, "metric_family": m.metric_family,
+              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "files": m.files,
+              "nonfinite_replaced": m.nonfinite_replaced, "verified": "sha256 of every file"}
+    if args.out:
+        write_json(args.out, report)
+    print(f"{m.name}: {m.family}, splits {m.splits}; every file's SHA-256 matches its manifest")
     return 0
 
 
-def cmd_pretrain(args) -> int:
-    from .pretrain.run import run_pretraining
-    params = _params(args)
-    r = run_pretraining(params, args.dataset or params.dataset, params.seed if args.seed is None else args.seed,
-                        args.out, device=args.device, progress=not args.no_progress)
-    print(json.dumps({k: r[k] for k in ("dataset", "pool", "best_epoch", "tamper_chance", "initial", "best")},
-                     indent=2))
-    return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from .data import DATASETS
-    from .data.synth import GENERATORS
-    from .methods import all_methods
-
-    p = argparse.ArgumentParser(prog="msarepro", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-
-    def with_params(sp):
-        sp.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-        sp.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
-                        help="override a params.yaml value, DVC-style (e.g. -S methods.mult.lr=1e-3)")
-
-    sub.add_parser("list", help="registered methods and datasets").set_defaults(fn=cmd_list)
+def add_commands(sub) -> None:
+    from ..data import DATASETS
+    from ..data.synth import GENERATORS
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_cmd", required=True)
     s = data.add_parser("synth", help="generate an embedded synthetic dataset")
@@ -207,42 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     xi.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     xi.set_defaults(fn=cmd_data_extract_images)
 
-    t = sub.add_parser("train", help="train one (method, dataset, seed) run")
-    t.add_argument("--model", choices=sorted(all_methods()), help="default: params.yaml `model`")
-    t.add_argument("--dataset", help=f"registered name ({', '.join(sorted(DATASETS))}) or a dataset directory")
-    t.add_argument("--seed", type=int)
-    t.add_argument("--out", required=True, help="run directory")
-    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
-    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
-    t.add_argument("--no-progress", action="store_true")
-    with_params(t)
-    t.set_defaults(fn=cmd_train)
-
-    pt = sub.add_parser("pretrain", help="AE-MT autoencoder pretraining on a dataset's unlabeled pool")
-    pt.add_argument("--dataset", help="registered name or a dataset directory (default: params.yaml `dataset`)")
-    pt.add_argument("--seed", type=int)
-    pt.add_argument("--out", required=True, help="output directory (encoders.pt, history.csv, metrics.json)")
-    pt.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
-    pt.add_argument("--no-progress", action="store_true")
-    with_params(pt)
-    pt.set_defaults(fn=cmd_pretrain)
-
-    from .pipeline_cli import add_commands  # sweep, evaluate, tables, check-regression, data check
-    add_commands(sub, data, with_params)
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    from .config import ConfigError
-    from .data import DatasetError
-    args = build_parser().parse_args(argv)
-    try:
-        return args.fn(args)
-    except (ConfigError, DatasetError, FileNotFoundError, KeyError) as e:
-        msg = e.args[0] if isinstance(e, KeyError) and e.args else e
-        print(f"msarepro: error: {msg}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    c = data.add_parser("check", help="the features stage for canonical datasets: verify every file's SHA-256, "
+                        "shapes and labels, and write a summary")
+    c.add_argument("name", help="registered dataset name (under data.root) or a dataset directory")
+    c.add_argument("--out", help="summary JSON (e.g. features/NAME.json)")
+    with_params(c)
+    c.set_defaults(fn=cmd_data_check)

@@ -1,0 +1,73 @@
+"""`msarepro train` (one run) and `msarepro pretrain` (AE-MT's encoders; `--stage`: the pipeline's pretrain stage)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .common import load_params, with_params
+
+
+def cmd_train(args) -> int:
+    from ..train import RunSpec, run
+    params = load_params(args)
+    spec = RunSpec(model=args.model or params.model, dataset=args.dataset or params.dataset,
+                   seed=params.seed if args.seed is None else args.seed, out=Path(args.out),
+                   resume=args.resume, device=args.device, progress=not args.no_progress)
+    result = run(params, spec)
+    print(json.dumps({"best_epoch": result["best_epoch"], "test": result["test"]}, indent=2))
+    return 0
+
+
+def cmd_pretrain(args) -> int:
+    params = load_params(args)
+    dataset = args.dataset or params.dataset
+    if args.stage:
+        if args.seed is not None:
+            from ..config import ConfigError
+            raise ConfigError("pretrain --stage: --seed does not apply; the stage pretrains with params.yaml's "
+                              "pipeline.pretrain_seed (set that, or drop --stage)")
+        return pretrain_stage(params, dataset, args.out, device=args.device, progress=not args.no_progress)
+    from ..pretrain.run import run_pretraining
+    r = run_pretraining(params, dataset, params.seed if args.seed is None else args.seed, args.out,
+                        device=args.device, progress=not args.no_progress)
+    print(json.dumps({k: r[k] for k in ("dataset", "pool", "best_epoch", "tamper_chance", "initial", "best")},
+                     indent=2))
+    return 0
+
+
+def pretrain_stage(params, dataset: str, out, device: str | None = None, progress: bool = True) -> int:
+    """The pipeline's pretrain stage for one dataset (pretrain/stage.py); prints what it did."""
+    from ..pretrain.stage import run_stage
+    r = run_stage(params, dataset, out, device=device, progress=progress)
+    if r["status"] == "pretrained":
+        print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
+    return 0
+
+
+def add_commands(sub) -> None:
+    from ..data import DATASETS
+    from ..methods import all_methods
+
+    t = sub.add_parser("train", help="train one (method, dataset, seed) run")
+    t.add_argument("--model", choices=sorted(all_methods()), help="default: params.yaml `model`")
+    t.add_argument("--dataset", help=f"registered name ({', '.join(sorted(DATASETS))}) or a dataset directory")
+    t.add_argument("--seed", type=int)
+    t.add_argument("--out", required=True, help="run directory")
+    t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
+    t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
+    t.add_argument("--no-progress", action="store_true")
+    with_params(t)
+    t.set_defaults(fn=cmd_train)
+
+    pt = sub.add_parser("pretrain", help="AE-MT autoencoder pretraining on a dataset's unlabeled pool")
+    pt.add_argument("--dataset", help="registered name or a dataset directory (default: params.yaml `dataset`)")
+    pt.add_argument("--seed", type=int, help="default: params.yaml `seed` (not with --stage: the stage uses pipeline.pretrain_seed)")
+    pt.add_argument("--out", required=True, help="output directory (encoders.pt, history.csv, metrics.json)")
+    pt.add_argument("--stage", action="store_true",
+                    help="the pipeline's pretrain stage: pretrain only if an AE-MT run of the sweep or the train "
+                    "stage needs DATASET (else write OUT/skipped.json), and keep encoders whose fingerprint "
+                    "(settings, data, pipeline.pretrain_seed, code) is unchanged")
+    pt.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
+    pt.add_argument("--no-progress", action="store_true")
+    with_params(pt)
+    pt.set_defaults(fn=cmd_pretrain)
