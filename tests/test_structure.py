@@ -4,51 +4,36 @@ each other; seeding, device choice and the progress bar have one home (runtime.p
 from __future__ import annotations
 
 import ast
-from functools import cache
 from pathlib import Path
 
 import pytest
 
-PKG = Path(__file__).resolve().parents[1] / "src" / "msarepro"
+from msarepro import codedeps
+
+GRAPH = codedeps.import_graph()  # module -> package modules it imports anywhere (also inside functions)
+FLOORS = {  # lower floor -> what it must never reach, directly or through anything it imports
+    "msarepro.config": ("methods", "train", "cli", "features", "pretrain", "data"),
+    "msarepro.io": ("methods", "train", "cli", "features", "pretrain", "data"),
+    "msarepro.metrics": ("methods", "train", "cli", "features", "pretrain", "data"),
+    "msarepro.codedeps": ("methods", "train", "cli", "features", "pretrain", "data", "config"),
+    "msarepro.runtime": ("methods", "train", "cli", "features", "pretrain", "data"),
+    "msarepro.data": ("methods", "train", "cli", "features", "pretrain", "sweep", "evaluate", "report", "prepare",
+                      "regression"),
+}
 
 
-def _module_name(path: Path) -> str:
-    parts = ("msarepro",) + path.relative_to(PKG).with_suffix("").parts
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-@cache
 def _modules() -> dict[str, Path]:
-    return {_module_name(p): p for p in PKG.rglob("*.py")}
+    return codedeps.module_files()
 
 
-def _resolve(name: str) -> str | None:
-    """The package module a dotted name refers to (a module, or the module that defines the attribute)."""
-    while name and name not in _modules():
-        name = name.rpartition(".")[0]
-    return name or None
+def imports(module: str) -> set[str]:
+    """What `module`'s own statements import (the parent packages that Python runs first are left out)."""
+    parts = module.split(".")
+    return GRAPH[module] - {".".join(parts[:i]) for i in range(1, len(parts) + 1)}
 
 
-@cache
-def imports(module: str) -> frozenset[str]:
-    """Package modules that `module` imports anywhere in its source (also inside functions)."""
-    path = _modules()[module]
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found, external = set(), set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(anchor + ([base] if base else []))
-            names = [f"{base}.{a.name}" for a in node.names] + [base]
-        else:
-            continue
-        for n in names:
-            (found if n.split(".")[0] == "msarepro" else external).add(n)
-    return frozenset(m for m in (_resolve(n) for n in found) if m and m != module)
+def closure(module: str) -> set[str]:
+    return codedeps.closure([module], graph=GRAPH)
 
 
 def external_imports(module: str) -> set[str]:
@@ -79,6 +64,20 @@ def _under(module: str, package: str) -> bool:
 def test_the_import_reader_sees_function_level_and_relative_imports():
     assert "msarepro.methods" in imports("msarepro.sweep")  # `from .methods import ...` inside functions
     assert "msarepro.io" in imports("msarepro.train")
+
+
+def test_the_package_has_no_import_cycles():
+    assert codedeps.cycles(GRAPH) == []
+
+
+@pytest.mark.parametrize("floor", sorted(FLOORS))
+def test_lower_floors_reach_nothing_above_them(floor):
+    """config, io, metrics, runtime, codedeps and every module of data/ import nothing from the floors above,
+    not even through a module they import (the whole closure is checked)."""
+    above = [f"msarepro.{a}" for a in FLOORS[floor]]
+    for m in (x for x in GRAPH if _under(x, floor)):
+        reached = sorted(x for x in closure(m) if any(_under(x, a) for a in above))
+        assert not reached, f"{m} reaches {reached}"
 
 
 def test_methods_never_import_pretrain():
