@@ -346,7 +346,7 @@ def test_dvc_pipeline_end_to_end(tmp_path):
     (p / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out = sh([dvc, "repro"], p).stdout
     ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"sweep", "evaluate", "tables"}, out
+    assert ran == {"sweep", "evaluate", "tables", "figures"}, out
     said = [line for line in out.splitlines() if line.startswith(("sweep:", "runs/sweep"))]
     assert said[-1].endswith("2 jobs in the grid, 1 to run, 1 up to date"), said
     assert any("lf_dnn" in line and "(config.lr)" in line for line in said), said

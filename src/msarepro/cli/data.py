@@ -174,9 +174,9 @@ def add_commands(sub) -> None:
     xi.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
     xi.set_defaults(fn=cmd_data_extract_images)
 
-    c = data.add_parser("check", help="the features stage for canonical datasets: verify every file's SHA-256, "
+    c = data.add_parser("check", help="the check stage: verify every file's SHA-256, "
                         "shapes and labels, and write a summary")
     c.add_argument("name", help="registered dataset name (under data.root) or a dataset directory")
-    c.add_argument("--out", help="summary JSON (e.g. features/NAME.json)")
+    c.add_argument("--out", help="summary JSON (e.g. checks/NAME.json)")
     with_params(c)
     c.set_defaults(fn=cmd_data_check)

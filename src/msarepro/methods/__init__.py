@@ -16,7 +16,6 @@ from ..config import ConfigError, MethodConfig, Params, build, build_with_preset
 from .base import Method
 
 METHODS: dict[str, type[Method]] = {}
-_NOT_METHODS = {"base", "blocks", "modality_encoder", "text_encoder"}
 
 
 def register(name: str):
@@ -44,8 +43,10 @@ def _discover() -> None:
     if _discovered:
         return
     _discovered = True
+    # Every module of the package is imported; what registers itself is a method, the building blocks (base,
+    # blocks, text_encoder, modality_encoder) register nothing. No list of names to keep in step.
     for mod in pkgutil.iter_modules(__path__):
-        if mod.name not in _NOT_METHODS and not mod.name.startswith("_"):
+        if not mod.name.startswith("_"):
             importlib.import_module(f"{__name__}.{mod.name}")
 
 
