@@ -188,3 +188,14 @@ def test_model_build_mistakes_are_config_errors_naming_the_key(params, small_dat
     tfn = method_config(params, "tfn", "synth-mosi")
     with pytest.raises(ConfigError, match=r"methods.tfn.task_loss: 'ce' does not fit dataset 'synth-mosi'"):
         build_method("tfn", replace(tfn, task_loss="ce"), mosi)
+
+
+def test_a_size_the_model_rejects_is_one_line_naming_the_method(tmp_path, capsys):
+    """A head count that does not divide a width, in a method without its own check (text-only's hidden 64,
+    heads 5): torch's AssertionError becomes one line naming methods.text_only, before any training."""
+    rc = main(["train", "--model", "text_only", "--dataset", "synth-mosi", "--out", str(tmp_path / "r"),
+               "--params", str(ROOT / "params.yaml"), "--no-progress", "-S", "methods.text_only.heads=5",
+               "-S", f"data.root={tmp_path / 'data'}", "-S", "data.synth_scale=0.15"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "methods.text_only: the model cannot be built" in err and "synth-mosi" in err, err

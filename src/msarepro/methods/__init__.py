@@ -70,7 +70,14 @@ def build_method(name: str, cfg, manifest) -> Method:
         raise ConfigError(f"methods.{name}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} "
                           "has none (only precomputed text features); set it to features, for this dataset in "
                           f"methods.{name}.presets.{manifest.preset or manifest.name}")
-    return cls(cfg, manifest)
+    try:
+        return cls(cfg, manifest)
+    except (AssertionError, ValueError) as e:  # e.g. torch: a width its head count does not divide
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"methods.{name}: the model cannot be built with these settings on dataset "
+                          f"{manifest.name!r} ({e}); change the sizes or head counts in methods.{name} (or in its "
+                          f"preset methods.{name}.presets.{manifest.preset or manifest.name})") from e
 
 
 def method_config(params: Params, model: str, preset: str = "") -> MethodConfig:
