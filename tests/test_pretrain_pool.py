@@ -183,3 +183,29 @@ def test_tables_footnote_the_pool_from_the_runs(tmp_path):
         "aemt: encoders pretrained on the `train` pool (900 clips) (seeds 1112) and the `unlabeled` pool "
         "(1,500 clips) (seeds 1111)")
     assert build_tables(summary, paper, ["mult", "aemt"])["synth-sims"]["notes"] == []
+
+
+def test_the_footnote_comes_from_the_runs_configs_through_evaluate(tmp_path):
+    from msarepro import evaluate
+    from msarepro.report import write_reports
+
+    from .test_evaluate import make_run
+
+    y = [0.2, -0.4, 0.6, -0.8]
+    for method in ("aemt", "mult"):
+        for seed in (1, 2):
+            d = make_run(tmp_path / "runs", method, "synth-sims", seed, "sims", y, [[0.1, -0.2, 0.3, 0.1]], 0)
+            inputs = ({"pretrained_encoders": {"path": "p", "sha256": "0" * 64, "pool": "unlabeled",
+                                               "pool_size": 1500 + seed}} if method == "aemt" else {})
+            (d / "config.json").write_text(json.dumps({"model": method, "method_inputs": inputs}))
+    evaluate.write_evaluation(tmp_path / "runs", tmp_path / "metrics", n_resamples=50)
+    got = pd.read_csv(tmp_path / "metrics" / "run_inputs.csv")
+    assert got.to_dict("records") == [
+        {"method": "aemt", "dataset": "synth-sims", "seed": s, "pretrain_pool": "unlabeled",
+         "pretrain_pool_size": 1500 + s} for s in (1, 2)]
+    (tmp_path / "papers").mkdir()
+    write_reports(tmp_path / "metrics", tmp_path / "papers", tmp_path / "reports", ["mult", "aemt"], {})
+    md = (tmp_path / "reports" / "tables" / "synth-sims.md").read_text()
+    assert "| aemt † |" in md and "| mult |" in md
+    assert ("† aemt: encoders pretrained on the `unlabeled` pool (1,501 clips) (seeds 1) and the `unlabeled` "
+            "pool (1,502 clips) (seeds 2).") in md
