@@ -53,6 +53,19 @@ def make_mmsa(sizes=(24, 8, 8), family="mosi", lens=(12, 20, 16), dims=(16, 5, 7
     return out
 
 
+def make_simsv2_unlabeled(n=20, lens=(12, 20, 16), dims=(16, 5, 7), seed=1) -> dict:
+    """CH-SIMS v2's unsupervised part (ch-simsv2u.pkl) as docs/datasets.md assumes it: one flat dict with
+    MMSA's feature keys and no labels (no split level; code that reads the release indexes data['text_bert'],
+    data['audio'], data['vision'] directly). Same per-frame dims as `make_mmsa`'s CH-SIMS-family file."""
+    d = make_mmsa(sizes=(n, 1, 1), family="sims", lens=lens, dims=dims, seed=seed, neg_inf=False)["train"]
+    for k in ("annotations", "classification_labels", "regression_labels",
+              "regression_labels_T", "regression_labels_A", "regression_labels_V"):
+        del d[k]
+    d["id"] = np.array([f"unsup${i}" for i in range(n)], dtype=object)
+    d["raw_text"] = np.array([f"unlabeled sentence {i}" for i in range(n)], dtype=object)
+    return d
+
+
 class FileServer:
     """Serve `files` (URL path -> bytes) on 127.0.0.1. `cut[path] = k`: the first k responses for that path
     announce the full length but send only half of what remains, then drop the connection."""

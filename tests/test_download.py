@@ -156,8 +156,8 @@ def test_manual_source_prints_placement_instructions(tmp_path, capsys, monkeypat
     (tmp_path / "params.yaml").write_text((Path(__file__).parents[1] / "params.yaml").read_text())
     assert main(["data", "download", "simsv2", "--out", "data/simsv2"]) == 2
     err = capsys.readouterr().err
-    assert "simsv2_unaligned.pkl" in err and "https://github.com/thuiar/ch-sims-v2" in err
-    assert f"put at: {Path('data/raw/simsv2/simsv2_unaligned.pkl')}" in err
+    assert "ch-simsv2s.pkl" in err and "https://github.com/thuiar/ch-sims-v2" in err
+    assert f"put at: {Path('data/raw/simsv2/ch-simsv2s.pkl')}" in err
     assert "none published" in err and "Traceback" not in err
 
 

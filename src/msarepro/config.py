@@ -156,8 +156,12 @@ class PretrainConfig:
     consistency_weight: float = 0.4  # lambda_1, eq. 10 (Table 2); 0 = w/o MCD (Table 5)
     tamper_p: float = 0.5  # p^tamper, eq. 6 (not printed)
     heldout: float = 0.1  # fraction of the pool held out
+    pool: str = "train"  # the clips pretrained on: unlabeled (the split) | train (labels ignored) | both (Section 4.1)
+
+    POOLS = ("unlabeled", "train", "both")
 
     def validate(self, where: str) -> None:
+        _choice(where, "pool", self.pool, self.POOLS)
         if not 0.0 <= self.tamper_p <= 1.0:
             raise ConfigError(f"{where}.tamper_p: {self.tamper_p}; expected a probability in [0, 1]")
         if not 0.0 < self.heldout < 1.0:

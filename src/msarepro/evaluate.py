@@ -174,11 +174,15 @@ def find_runs(root: Path) -> dict[tuple[str, str], dict[int, dict]]:
 
 def evaluate_sweep(root: Path, level: float = 0.95, n_resamples: int = 10000, seed: int = 0,
                    paired: bool = True) -> dict[str, pd.DataFrame]:
-    """-> {"per_seed", "summary", "paired", "curves"} tables for every run under `root`."""
+    """-> {"per_seed", "summary", "paired", "curves", "run_inputs"} tables for every run under `root`
+    (run_inputs: the pretraining pool each run's pretrained encoders came from, read from its config.json)."""
     runs = find_runs(root)
-    per_seed, curves = [], []
+    per_seed, curves, inputs = [], [], []
     for (m, d), by_seed in runs.items():
         for s, r in sorted(by_seed.items()):
+            enc = _method_inputs(Path(r["dir"])).get("pretrained_encoders") or {}
+            if enc.get("pool"):
+                inputs.append((m, d, s, enc["pool"], enc.get("pool_size")))
             for k, v in r["test"].items():
                 per_seed.append((m, d, s, "valid-selected", k, v))
             for k, v in best_test_epoch(r).items():
@@ -218,7 +222,14 @@ def evaluate_sweep(root: Path, level: float = 0.95, n_resamples: int = 10000, se
                                              "diff", "ci_low", "ci_high", "p_value"])
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["epoch", "train_loss", "valid_loss", "test_loss", "method", "dataset", "seed"])
-    return {"per_seed": ps, "summary": summary, "paired": paired_df, "curves": curves_df}
+    run_inputs = pd.DataFrame(inputs, columns=["method", "dataset", "seed", "pretrain_pool", "pretrain_pool_size"])
+    return {"per_seed": ps, "summary": summary, "paired": paired_df, "curves": curves_df, "run_inputs": run_inputs}
+
+
+def _method_inputs(run_dir: Path) -> dict:
+    """The external inputs a run recorded in config.json (`method_inputs`, e.g. AE-MT's pretrained encoders)."""
+    f = run_dir / "config.json"
+    return json.loads(f.read_text()).get("method_inputs") or {} if f.exists() else {}
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
@@ -230,7 +241,8 @@ def metrics_json(summary: pd.DataFrame) -> dict:
 
 
 def write_evaluation(root: Path, out_dir: Path, level: float = 0.95, n_resamples: int = 10000, seed: int = 0) -> dict:
-    """The `evaluate` stage: write per_seed.csv, summary.csv, paired.csv, curves.csv and metrics.json."""
+    """The `evaluate` stage: write per_seed.csv, summary.csv, paired.csv, curves.csv, run_inputs.csv and
+    metrics.json."""
     from .io import atomic_path, write_json
 
     tables = evaluate_sweep(root, level, n_resamples, seed)

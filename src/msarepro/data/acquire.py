@@ -48,21 +48,21 @@ def acquire(info: DatasetInfo, out: Path, raw: Path, fetcher: Fetcher | None = N
     got: dict[str, Path] = {}
     hashes: dict[str, str | None] = {}
     missing: list[RemoteFile] = []
+    absent_optional: list[RemoteFile] = []
     errors: list[str] = []
     for f in info.extra["files"]:
         try:
             got[f.filename], hashes[f.filename] = obtain(f, raw, fetcher, endpoint)
         except PlacementRequired:
-            if not f.optional:
-                missing.append(f)
+            (absent_optional if f.optional else missing).append(f)
         except DownloadError as e:
             if f.manual:
                 errors.append(str(e))
                 missing.append(f)
             else:
                 raise
-    if missing:
-        msg = placement_message(info, out, raw, missing, endpoint=endpoint)
+    if missing:  # the optional files not placed either are listed too (marked optional)
+        msg = placement_message(info, out, raw, missing + absent_optional, endpoint=endpoint)
         if errors:
             msg = "\n".join(errors) + "\n" + msg
         raise PlacementRequired(msg)
@@ -102,11 +102,13 @@ def import_registered(info: DatasetInfo, files: dict[str, Path], out: Path, sour
 def _import(info: DatasetInfo, files: dict[str, Path], out: Path, sources: dict[str, str], **kw):
     prov = {"sources": sources, "registry": info.name}
     kind = info.extra["importer"]
-    if kind == "mmsa":
+    if kind == "mmsa":  # one labelled pickle, and the unlabeled part where the release has one and it was placed
         from .mmsa import import_mmsa
-        (path,) = files.values()
+        role = {f.filename: f.split for f in info.extra["files"]}
+        (path,) = [p for k, p in files.items() if role.get(k) != "unlabeled"]
+        unlabeled = next((p for k, p in files.items() if role.get(k) == "unlabeled"), None)
         return import_mmsa(path, out, name=info.name, family=info.metric_family, preset=info.name,
-                           provenance=prov, **kw)
+                           provenance=prov, unlabeled=unlabeled, **kw)
     from . import imagetext
     if kind == "mvsa":
         archive = next(p for k, p in files.items() if k.endswith(".zip"))

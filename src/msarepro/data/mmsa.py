@@ -18,6 +18,12 @@ Conversion (every key kept somewhere):
     -inf / +inf / NaN      -> 0, counted per modality in the manifest (`nonfinite_replaced`), as MMSA does
     regression_labels[_T/_A/_V] -> labels.csv M[, T, A, V];  raw_text -> text;  id -> id
     annotations, classification_labels -> labels.csv columns `annotation`, `classification_label`
+
+An unlabeled part (CH-SIMS v2's ch-simsv2u.pkl, `unlabeled=`) becomes the canonical `unlabeled` split: the same
+keys minus the labels (label columns left empty; labels it may carry are not read), either at the top level of
+the pickle or under one split key (docs/datasets.md: the release's inner layout is not documented by its
+authors). Its per-frame dims must equal the labelled part's; where its sequences are longer or shorter, the
+shorter side is zero-padded (true lengths kept), so nothing is cut.
 """
 from __future__ import annotations
 
@@ -99,6 +105,7 @@ def safe_load(path: str | Path):
 
 
 REQUIRED = ("text", "audio", "vision", "regression_labels")
+UNLABELED_REQUIRED = REQUIRED[:3]
 UNIMODAL = ("T", "A", "V")
 TOKENIZERS = {"mosi": ("bert-base-uncased", 30522), "sims": ("bert-base-chinese", 21128)}
 
@@ -115,8 +122,9 @@ def _lengths(arr: np.ndarray, given, key: str, split: str, path: Path) -> np.nda
     return np.clip(lens, 1, L).astype(np.int64)
 
 
-def convert_split(d: dict, split: str, path: Path, unimodal: bool) -> tuple[dict, pd.DataFrame, dict]:
-    missing = [k for k in REQUIRED if k not in d]
+def convert_split(d: dict, split: str, path: Path, unimodal: bool,
+                  labelled: bool = True) -> tuple[dict, pd.DataFrame, dict]:
+    missing = [k for k in (REQUIRED if labelled else UNLABELED_REQUIRED) if k not in d]
     if missing:
         raise DatasetError(f"{path}: split {split!r} lacks key(s) {missing}; found {sorted(d)}. "
                            "Is this an MMSA feature pickle?")
@@ -143,6 +151,9 @@ def convert_split(d: dict, split: str, path: Path, unimodal: bool) -> tuple[dict
         arrays[f"{mod}_lengths"] = _lengths(a, d.get(f"{mod}_lengths"), f"{mod}_lengths", split, path)
     ids = [str(x) for x in d.get("id", [f"{split}_{i}" for i in range(n)])]
     raw_text = [str(x) for x in d.get("raw_text", [""] * n)]
+    if not labelled:  # an unlabeled part: label columns present but empty, as the canonical format has them
+        empty = {c: np.nan for c in ("M",) + (UNIMODAL if unimodal else ())}
+        return arrays, pd.DataFrame({"split": split, "id": ids, **empty, "text": raw_text}), info
     labels = {"M": np.asarray(d["regression_labels"], dtype=np.float64).reshape(-1)}
     if unimodal:
         for c in UNIMODAL:
@@ -162,12 +173,56 @@ def convert_split(d: dict, split: str, path: Path, unimodal: bool) -> tuple[dict
     return arrays, rows, info
 
 
+def unlabeled_clips(path: str | Path) -> dict:
+    """An unlabeled part's pickle -> its dict of MMSA keys (text, audio, vision[, text_bert, audio_lengths,
+    vision_lengths, id, raw_text]), found at the top level or under the pickle's one split key."""
+    path = Path(path)
+    data = safe_load(path)
+    if isinstance(data, dict) and all(k in data for k in UNLABELED_REQUIRED):
+        return data
+    inner = [v for v in data.values() if isinstance(v, dict)] if isinstance(data, dict) else []
+    if len(inner) == 1 and len(data) == 1 and all(k in inner[0] for k in UNLABELED_REQUIRED):
+        return inner[0]
+    found = sorted(data) if isinstance(data, dict) else type(data).__name__
+    raise DatasetError(f"{path}: expected unlabeled clips with MMSA's keys {list(UNLABELED_REQUIRED)} at the top "
+                       f"level or under one split key; found {found}")
+
+
+def _pad(a: np.ndarray, length: int) -> np.ndarray:
+    """(N, L, ...) -> (N, length, ...) with zeros after the L frames (length >= L)."""
+    if a.shape[1] == length:
+        return a
+    width = [(0, 0)] * a.ndim
+    width[1] = (0, length - a.shape[1])
+    return np.pad(a, width)
+
+
+def _join_unlabeled(arrays: dict, path: Path, upath: Path) -> None:
+    """Make the unlabeled split's arrays fit the labelled ones' per-sample shapes (in place): equal dims
+    required, the shorter sequences zero-padded; token ids kept only where the labelled part has them too."""
+    un, tr = arrays["unlabeled"], arrays["train"]
+    if "text_ids" in un and "text_ids" not in tr:
+        for k in ("text_ids", "text_ids_lengths"):
+            un.pop(k)
+    for m in ("text", "audio", "vision", "text_ids"):
+        if m not in un:
+            continue
+        if un[m].shape[2:] != tr[m].shape[2:]:
+            raise DatasetError(f"{upath}: {m} has {un[m].shape[2:]} per frame, the labelled part {path.name} has "
+                               f"{tr[m].shape[2:]}: not the same features")
+        length = max(un[m].shape[1], tr[m].shape[1])
+        for s in arrays:
+            arrays[s][m] = _pad(arrays[s][m], length)
+
+
 def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None = None, preset: str = "",
-                provenance: dict | None = None) -> Manifest:
+                provenance: dict | None = None, unlabeled: str | Path | None = None) -> Manifest:
     """Import an MMSA feature pickle into the canonical directory `out`.
 
     family: "mosi" (labels in [-3, 3]) or "sims" (labels in [-1, 1] with T/A/V); default: "sims" when the file
     carries regression_labels_T, else "mosi".
+    unlabeled: a pickle of unlabeled clips of the same features (CH-SIMS v2's ch-simsv2u.pkl), imported as the
+    `unlabeled` split.
     """
     path = Path(path)
     data = safe_load(path)
@@ -184,6 +239,11 @@ def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None
         arrays[s], rows, infos[s] = convert_split(data[s], s, path, unimodal)
         frames.append(rows)
     del data
+    if unlabeled is not None:
+        upath = Path(unlabeled)
+        arrays["unlabeled"], rows, infos["unlabeled"] = convert_split(unlabeled_clips(upath), "unlabeled", upath,
+                                                                      unimodal, labelled=False)
+        frames.append(rows)
     tr = arrays["train"]
     tok, vocab = TOKENIZERS[family]
     modalities = {m: {"dim": int(tr[m].shape[2]), "max_len": int(tr[m].shape[1])} for m in ("text", "audio", "vision")}
@@ -192,16 +252,20 @@ def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None
             if arrays[s][m].shape[1:] != tr[m].shape[1:]:
                 raise DatasetError(f"{path}: {s}.{m} has shape {arrays[s][m].shape[1:]} per sample, train has "
                                    f"{tr[m].shape[1:]}")
+    if unlabeled is not None:
+        _join_unlabeled(arrays, path, upath)
+        modalities = {m: {**modalities[m], "max_len": int(tr[m].shape[1])} for m in modalities}
     if "text_ids" in tr:
-        top = max(int(arrays[s]["text_ids"].max()) for s in SPLITS)
+        top = max(int(arrays[s]["text_ids"].max()) for s in arrays if "text_ids" in arrays[s])
         modalities["text_ids"] = {"vocab_size": max(vocab, top + 1), "max_len": int(tr["text_ids"].shape[1]),
                                   "tokenizer": tok}
     lo = 3.0 if family == "mosi" else 1.0
     manifest = Manifest(
         name=name, family="trimodal", task="regression", metric_family=family, label_range=(-lo, lo),
-        modalities=modalities, splits={s: len(arrays[s]["text"]) for s in SPLITS}, unimodal_labels=unimodal,
+        modalities=modalities, splits={s: len(arrays[s]["text"]) for s in arrays}, unimodal_labels=unimodal,
         preset=preset or name,
-        provenance={"importer": "msarepro.data.mmsa.import_mmsa", "file": path.name, **(provenance or {}),
+        provenance={"importer": "msarepro.data.mmsa.import_mmsa", "file": path.name,
+                    **({"unlabeled_file": Path(unlabeled).name} if unlabeled is not None else {}), **(provenance or {}),
                     "segment_ids_nonzero": sum(i.get("segment_ids_nonzero", 0) for i in infos.values()),
                     "nonfinite_policy": "replaced by 0 (as MMSA does for MOSI audio)"},
     )

@@ -50,6 +50,8 @@ class RemoteFile:
     to get it by hand (Google Drive / Baidu / an author's site). `sha256` is the published hash; None where no
     hash is published (the hash of what was placed is then recorded in the imported manifest). `kind="dir"`
     marks a folder placed by hand (an image folder); folders are not hashed, their file count is recorded.
+    `split="unlabeled"` marks a release's unlabeled part (CH-SIMS v2 (u)): the importer turns it into the
+    canonical `unlabeled` split, which AE-MT's pretraining reads (`pretrain.pool`).
     """
     filename: str  # name under the raw folder (data/raw/<dataset>/<filename>)
     sha256: str | None = None
@@ -61,6 +63,7 @@ class RemoteFile:
     size: int = 0  # bytes, where known
     kind: str = "file"  # "file" | "dir"
     optional: bool = False  # used when present (e.g. CLMLF's split files), not required
+    split: str = ""  # "unlabeled": the file holds the dataset's unlabeled clips, imported as that split
 
 
 SEMMSA = "Bluexxx/SemMSA-data"  # the Hugging Face mirror of MMSA's unaligned pickles (same hashes)
@@ -101,11 +104,21 @@ _trimodal("sims", "sims", "CH-SIMS: MMSA unaligned_39 features (BERT-zh 768 / li
           [RemoteFile("sims_unaligned_39.pkl", "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f",
                       hf_repo=SEMMSA, hf_path="sims_unaligned_39.pkl",
                       manual=MMSA_DRIVE.format("SIMS/Processed/unaligned_39.pkl"))], unimodal=True)
-_trimodal("simsv2", "sims", "CH-SIMS v2 (s): supervised part, features 768 / 25 / 177, T/A/V labels",
+# CH-SIMS v2 comes as two pickles (the authors' README, "Data Download"): the supervised part ch-simsv2s.pkl
+# (MMSA's layout) and the unsupervised part ch-simsv2u.pkl (10,161 unlabeled clips in AE-MT's Section 4.1;
+# its inner layout is an assumption, docs/datasets.md). The unlabeled part is optional: imported as the
+# `unlabeled` split when placed.
+SIMSV2_DRIVE = "https://github.com/thuiar/ch-sims-v2 (README 'Data Download': Google Drive folder {})"
+_trimodal("simsv2", "sims", "CH-SIMS v2: supervised part (s), features 768 / 25 / 177, T/A/V labels; "
+          "unsupervised part (u) as the unlabeled split when placed",
           {"train": 2722, "valid": 647, "test": 1034}, (768, 25, 177), (50, 925, 232),
-          [RemoteFile("simsv2_unaligned.pkl", None,
-                      manual="the CH-SIMS v2 (s) feature pickle (the release's unaligned .pkl) linked from "
-                             "https://github.com/thuiar/ch-sims-v2 (Google Drive / Baidu)")], unimodal=True)
+          [RemoteFile("ch-simsv2s.pkl", None,
+                      manual="the supervised standard pickle ch-simsv2s.pkl from "
+                             + SIMSV2_DRIVE.format("1wFvGS0ebKRvT3q6Xolot-sDtCNfz7HRA")),
+           RemoteFile("ch-simsv2u.pkl", None, optional=True, split="unlabeled",
+                      manual="the unsupervised standard pickle ch-simsv2u.pkl from "
+                             + SIMSV2_DRIVE.format("1llIbm3gwyJRwwk58RUQHWBNKjHI9vGGB")
+                             + "; needed for AE-MT's pretraining pool `unlabeled`")], unimodal=True)
 MVSA_SITE = "http://mcrlab.net/research/mvsa-sentiment-analysis-on-multi-view-social-data/"
 CLMLF_SPLITS = "https://github.com/Link-Li/CLMLF/tree/main/dataset/data/{}/10-flod-1 (file {})"
 _image_text("mvsa-single", "MVSA-Single: tweets with images, 3 classes (0 positive, 1 neutral, 2 negative)",

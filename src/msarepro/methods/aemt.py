@@ -118,7 +118,8 @@ class AEMT(Method):
         return Path(self.cfg.pretrained.format(dataset=self.manifest.name)) if self.cfg.pretrained else None
 
     def on_train_start(self) -> dict:
-        """Initialise the modality encoders from pretraining's encoders.pt; returns its path and SHA-256."""
+        """Initialise the modality encoders from pretraining's encoders.pt; returns its path, SHA-256 and the pool
+        it was pretrained on (`pretrain.pool` and its clip count; None for an encoders.pt older than that record)."""
         d = self.pretrained_dir()
         if d is None:
             return {}
@@ -142,7 +143,8 @@ class AEMT(Method):
                                   f"model feeds it {self.encoders[m].in_dim}-d ones (text_encoder="
                                   f"{self.cfg.text_encoder!r}); pretrain on matching features or use features.")
             self.encoders[m].load_state_dict(ck["encoders"][m])
-        return {"pretrained_encoders": {"path": str(f), "sha256": sha256_file(f)}}
+        return {"pretrained_encoders": {"path": str(f), "sha256": sha256_file(f), "pool": ck.get("pool"),
+                                        "pool_size": ck.get("pool_size")}}
 
     def encode_inputs(self, batch: dict[str, torch.Tensor], input_dropout: float = 0.0):
         """Per modality: (B, Lm, Dm) -> pooled -> [dropout mask, eq. 16] -> H_m (B, L, d), mask (B, L)."""

@@ -5,15 +5,21 @@ Settings: the `pretrain:` section of params.yaml (`config.PretrainConfig`, with 
 `methods.aemt`'s for the same dataset, so pretraining and fine-tuning cannot disagree about it; encoders.pt
 records it and fine-tuning checks it.
 
-Pool: the dataset's `unlabeled` split when it has one (CH-SIMS v2 (u), synth-sims), else the training split
-with labels ignored (as the paper does for MOSEI). A fixed `heldout` fraction of the pool is kept aside (the
-paper splits its unlabeled clips into a training and a test part): the held-out figures are computed each
-epoch with a fixed tampering, and the encoders of the epoch with the lowest held-out L_ae are kept.
+Pool (`pretrain.pool`, Section 4.1): `unlabeled`, the dataset's unlabeled split (CH-SIMS v2's 10,161 clips;
+synth-sims); `train`, the labelled training clips with their labels ignored (the paper's choice on MOSEI, which
+has no unlabeled release); `both`, the two together. No fallback: `unlabeled` or `both` on a dataset without an
+unlabeled split is an error that says how to provide one. The pool and its size are recorded in metrics.json
+and encoders.pt (fine-tuning copies them into each AE-MT run's config.json). A fixed `heldout` fraction of the
+pool is kept aside (the paper splits its unlabeled clips into a training and a test part): the held-out figures
+are computed each epoch with a fixed tampering, and the encoders of the epoch with the lowest held-out L_ae are
+kept.
 
 Output directory (written atomically):
-    encoders.pt   {"spec", "in_dims", "encoders": {m: state_dict}, "config", "dataset", "dataset_files", "seed"}
+    encoders.pt   {"spec", "in_dims", "encoders": {m: state_dict}, "config", "dataset", "dataset_files", "seed",
+                   "pool", "pool_size", "pool_splits"}
     history.csv   per epoch: train_/heldout_ recon, consistency, loss, tamper_acc; lr (a DVC plot)
-    metrics.json  held-out figures before training and at the kept epoch, chance level of tamper detection
+    metrics.json  the pool, its size per split, held-out figures before training and at the kept epoch, chance
+                  level of tamper detection
     timing.json   wall-clock seconds; apart from the results (and out of DVC's hashes, .dvcignore), so that the
                   output's hash is the same on every run and machine
 """
@@ -29,8 +35,10 @@ import torch
 
 from .. import __version__
 from ..config import ConfigError, Params, PretrainConfig
-from ..data import ensure_dataset, load_dataset
+from ..data import DATASETS, ensure_dataset, load_dataset
+from ..data.format import Split
 from ..data.loader import SplitTensors, to_device
+from ..data.placement import raw_dir_for
 from ..io import atomic_path, write_json
 from ..methods import method_config
 from ..methods.aemt import AEMT
@@ -45,10 +53,32 @@ def pretrain_config(params: Params, preset: str) -> PretrainConfig:
     return params.pretrain.resolve(preset)
 
 
-def _pool_split(ds) -> tuple[str, SplitTensors]:
-    name = "unlabeled" if "unlabeled" in ds.splits else "train"
+POOL_SPLITS = {"unlabeled": ("unlabeled",), "train": ("train",), "both": ("unlabeled", "train")}
+
+
+def _no_unlabeled_split(ds, pool: str, preset: str) -> ConfigError:
     m = ds.manifest
-    return name, SplitTensors(ds.splits[name], m.task, m.label_columns, ("text", "audio", "vision"))
+    info = DATASETS.get(m.name)
+    files = [f.filename for f in info.extra.get("files", ()) if f.split == "unlabeled"] if info else []
+    how = (f"place {files[0]} at {raw_dir_for(ds.root, m.name) / files[0]} and re-import "
+           f"(msarepro data download {m.name})" if files else "it has no unlabeled release")
+    return ConfigError(f"pretrain.pool: {pool!r}, but dataset {m.name!r} ({ds.root}) has no unlabeled split; "
+                       f"{how}, or set pretrain.presets.{preset}.pool: train")
+
+
+def pool_split(ds, pool: str, preset: str) -> tuple[SplitTensors, dict[str, int]]:
+    """The clips pretraining reads (`pretrain.pool`) -> (their tensors, {split: clip count}). Only the features
+    are read; the pool is built as an unlabeled split so that no label reaches the pretraining loop."""
+    names = POOL_SPLITS[pool]
+    if "unlabeled" in names and "unlabeled" not in ds.splits:
+        raise _no_unlabeled_split(ds, pool, preset)
+    parts = [ds.splits[n] for n in names]
+    keys = sorted(set.intersection(*(set(p.arrays) for p in parts)))
+    arrays = {k: np.concatenate([p.arrays[k] for p in parts]) for k in keys}
+    labels = pd.concat([p.labels[["split", "id"]] for p in parts], ignore_index=True)
+    m = ds.manifest
+    tensors = SplitTensors(Split("unlabeled", arrays, labels), m.task, m.label_columns, ("text", "audio", "vision"))
+    return tensors, {n: len(p) for n, p in zip(names, parts)}
 
 
 def _inputs(batch: dict, pool_len: int):
@@ -94,7 +124,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     spec = AEMT.encoder_spec(method_config(params, "aemt", preset))  # the architecture fine-tuning will load
     dev = pick_device(device)
     seed_everything(seed)
-    pool_name, pool = _pool_split(ds)
+    pool, pool_splits = pool_split(ds, cfg.pool, preset)
     order = torch.from_numpy(np.random.default_rng(0).permutation(len(pool)))  # fixed held-out part
     n_held = max(2, int(round(cfg.heldout * len(pool))))
     held_idx, train_idx = order[:n_held], order[n_held:]
@@ -147,11 +177,13 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     with atomic_path(out / "encoders.pt") as tmp, open(tmp, "wb") as f:  # a file object: see train._save
         torch.save({"spec": spec.as_dict(), "in_dims": in_dims, "encoders": best_state, "config": asdict(cfg),
                     "dataset": manifest.name, "dataset_files": manifest.files, "seed": seed,
+                    "pool": cfg.pool, "pool_size": len(pool), "pool_splits": pool_splits,
                     "best_epoch": best["epoch"], "msarepro": __version__}, f)
     with atomic_path(out / "history.csv") as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.6g")
     result = {
-        "dataset": manifest.name, "pool": pool_name, "pool_train": len(train_idx), "pool_heldout": len(held_idx),
+        "dataset": manifest.name, "pool": cfg.pool, "pool_size": len(pool), "pool_splits": pool_splits,
+        "pool_train": len(train_idx), "pool_heldout": len(held_idx),
         "seed": seed, "epochs_run": len(history), "best_epoch": best["epoch"],
         "tamper_chance": max(cfg.tamper_p, 1 - cfg.tamper_p),
         "initial": {f"heldout_{k}": v for k, v in initial.items()},

@@ -2,9 +2,10 @@
 
 Pretrains AE-MT's encoders only where a run needs them (an AE-MT job in the sweep grid, or the `train` stage's
 single experiment when `model` is AE-MT); elsewhere it writes `skipped.json` saying why, so that the stage's
-output exists either way. The output persists between runs: encoders whose fingerprint (the pretraining and
-encoder settings, the data settings and files, the seed `pipeline.pretrain_seed`, the code) is unchanged are
-kept, not pretrained again; anything else in the directory is replaced.
+output exists either way. The output persists between runs: encoders whose fingerprint (the pretraining
+settings, `pool` among them, the encoder settings, the data settings and files, the seed
+`pipeline.pretrain_seed`, the code) is unchanged are kept, not pretrained again; anything else in the directory
+is replaced.
 """
 from __future__ import annotations
 

@@ -31,6 +31,7 @@ def readme(summary: pd.DataFrame, tables: dict, figures: list[Path], out_dir: Pa
         lines += [f"- [{p.name}](figures/{p.name})" for p in figures]
     lines += ["", "## Files", "", "- `metrics/summary.csv`: per (method, dataset, protocol, metric): n, mean, std, "
               "ci_low, ci_high", "- `metrics/per_seed.csv`: every run's value", "- `metrics/paired.csv`: paired "
-              "bootstrap tests between methods on the same seeds and test samples", "- `metrics/metrics.json`: the "
+              "bootstrap tests between methods on the same seeds and test samples", "- `metrics/run_inputs.csv`: the "
+              "pretraining pool each run's pretrained encoders came from (AE-MT)", "- `metrics/metrics.json`: the "
               "DVC metrics (`dvc metrics show`)", ""]
     return "\n".join(lines)

@@ -6,6 +6,8 @@ For each dataset (every dataset that has reproduced runs or paper numbers) one t
 Values are printed as the papers print them: ×100 for accuracies and F1, raw for MAE and Corr. A paper value
 of MAE or Corr above 2 is taken as printed ×100 (AE-MT's CH-SIMS v2 table) and divided by 100 for Δ.
 A second table lists the selection protocols side by side, a third the paired tests between methods.
+A method whose runs loaded pretrained encoders (AE-MT) is marked † and footnoted with the pretraining pool and
+its size, as the runs recorded them in config.json (the evaluate stage's run_inputs.csv), never assumed.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import pandas as pd
 from .. import metrics
 
 RAW_METRICS = ("MAE", "Corr")  # printed unscaled
+DAGGER = "†"  # marks a row with a footnote (the pretraining pool)
 PAPER_COLUMNS = ["paper", "table", "dataset", "method", "metric", "value", "note"]
 
 
@@ -64,9 +67,28 @@ def _columns(dataset: str, ours: pd.DataFrame, paper: pd.DataFrame) -> list[str]
     return cols
 
 
-def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[str] | None = None) -> dict[str, dict]:
-    """-> {dataset: {"columns", "rows": [(label, kind, {metric: cell})]}}; a cell is a dict with
-    mean / std (ours) or value / delta (paper) and best (bool)."""
+def pool_notes(run_inputs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
+    """(dataset, method) -> "encoders pretrained on ..." from the runs' recorded pretraining pools; runs of one
+    method that disagree are all listed (with their seeds), not merged."""
+    notes = {}
+    if run_inputs is None or run_inputs.empty:
+        return notes
+    for (d, m), g in run_inputs.groupby(["dataset", "method"], sort=True):
+        kinds = g.groupby(["pretrain_pool", "pretrain_pool_size"], sort=True, dropna=False)["seed"]
+        parts = [f"the `{pool}` pool ({int(size):,} clips)" if size == size else f"the `{pool}` pool"
+                 for (pool, size), _ in kinds]
+        if len(parts) > 1:
+            parts = [f"{t} (seeds {', '.join(map(str, sorted(seeds)))})" for t, (_, seeds) in zip(parts, kinds)]
+        notes[(d, m)] = f"{m}: encoders pretrained on {' and '.join(parts)}"
+    return notes
+
+
+def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[str] | None = None,
+                 run_inputs: pd.DataFrame | None = None) -> dict[str, dict]:
+    """-> {dataset: {"columns", "rows": [(label, kind, {metric: cell})], "notes": [text]}}; a cell is a dict
+    with mean / std (ours) or value / delta (paper) and best (bool). `run_inputs` (evaluate's run_inputs.csv)
+    gives the footnotes: a reproduced row whose runs used pretrained encoders gets a † label and a note."""
+    notes = pool_notes(run_inputs)
     if summary.empty:
         summary = pd.DataFrame(columns=["method", "dataset", "protocol", "metric", "n", "mean", "std"])
     honest = summary[summary["protocol"] == "valid-selected"]
@@ -84,14 +106,17 @@ def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[
             v = ours[ours["metric"] == k]["mean"]
             if len(v):
                 best[k] = v.min() if k in metrics.LOWER_IS_BETTER else v.max()
-        rows = []
+        rows, table_notes = [], []
         for m in methods:
             mine = {r.metric: r for r in ours[ours["method"] == m].itertuples()}
             if mine:
                 cells = {k: {"mean": scale(k, mine[k].mean), "std": scale(k, mine[k].std), "n": mine[k].n,
                              "best": math.isclose(mine[k].mean, best.get(k, math.nan))}
                          for k in cols if k in mine}
-                rows.append((m, "ours", cells))
+                note = notes.get((d, m))
+                rows.append((f"{m} {DAGGER}" if note else m, "ours", cells))
+                if note:
+                    table_notes.append(f"{DAGGER} {note}.")
             for (p, t), g in pap[pap["method"] == m].groupby(["paper", "table"], sort=True):
                 cells = {}
                 for r in g.itertuples():
@@ -110,7 +135,7 @@ def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[
                     for _, _, c in rows:
                         if k in c and c[k]["value"] == b:
                             c[k]["best"] = True
-        out[d] = {"columns": cols, "rows": rows, "reproduced": bool(len(ours))}
+        out[d] = {"columns": cols, "rows": rows, "reproduced": bool(len(ours)), "notes": table_notes}
     return out
 
 
@@ -130,9 +155,13 @@ def _cell_text(metric: str, cell: dict | None, tex: bool) -> str:
     return s
 
 
+def _tex(text: str) -> str:
+    return text.replace("_", r"\_").replace(DAGGER, r"$^\dagger$").replace("`", "")
+
+
 def _label(label: str, kind: str, tex: bool) -> str:
     if kind == "ours":
-        return label.replace("_", r"\_") if tex else label
+        return _tex(label) if tex else label
     return (r"\quad " + label.replace("_", r"\_")) if tex else f"↳ {label}"
 
 
@@ -141,7 +170,8 @@ def markdown_table(table: dict) -> str:
     lines = ["| method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
     for label, kind, cells in table["rows"]:
         lines.append(f"| {_label(label, kind, False)} | " + " | ".join(_cell_text(k, cells.get(k), False) for k in cols) + " |")
-    return "\n".join(lines) + "\n"
+    notes = [f"\n{n}" for n in table.get("notes", [])]
+    return "\n".join(lines) + "\n" + "\n".join(notes) + ("\n" if notes else "")
 
 
 def latex_table(dataset: str, table: dict, caption: str) -> str:
@@ -156,7 +186,8 @@ def latex_table(dataset: str, table: dict, caption: str) -> str:
         "% Generated by `msarepro tables` (the `tables` DVC stage); do not edit by hand.",
         r"\begin{table}[t]", r"\centering", r"\small", rf"\caption{{{caption}}}",
         rf"\label{{tab:{dataset}}}", r"\begin{tabular}{l" + "c" * len(cols) + "}", r"\toprule", head, r"\midrule",
-        *body, r"\bottomrule", r"\end{tabular}", r"\end{table}", ""])
+        *body, r"\bottomrule", r"\end{tabular}",
+        *[rf"\par\smallskip{{\footnotesize {_tex(n)}}}" for n in table.get("notes", [])], r"\end{table}", ""])
 
 
 def protocol_table(summary: pd.DataFrame, dataset: str, cols: list[str]) -> str:
@@ -200,8 +231,10 @@ def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_orde
     summary = pd.read_csv(metrics_dir / "summary.csv")
     paired = pd.read_csv(metrics_dir / "paired.csv")
     curves = pd.read_csv(metrics_dir / "curves.csv")
+    inputs = metrics_dir / "run_inputs.csv"  # absent in an evaluation made before runs recorded their pools
+    run_inputs = pd.read_csv(inputs) if inputs.exists() else None
     paper = load_paper_results(paper_dir)
-    tables = build_tables(summary, paper, method_order)
+    tables = build_tables(summary, paper, method_order, run_inputs)
     written = []
     for d, t in tables.items():
         md = [f"# {d}\n\n", "<!-- Generated by `msarepro tables` (the `tables` DVC stage); do not edit by hand. -->\n\n",
