@@ -91,7 +91,8 @@ def _signature_features(arrays: dict, latents) -> list[np.ndarray]:
 
 def test_swapped_modality_is_detectable_from_sentiment_and_not_from_a_signature(sims):
     arrays, _, _, lat = sims
-    sentiment = _detector_accuracy(_sentiment_features(lat.splits["train"]), _sentiment_features(lat.splits["unlabeled"]))
+    sentiment = _detector_accuracy(_sentiment_features(lat.splits["train"]),
+                                   _sentiment_features(lat.splits["unlabeled"]))
     signature = _detector_accuracy(_signature_features(arrays["train"], lat),
                                    _signature_features(arrays["unlabeled"], lat))
     # 750 held-out clips, half of them swapped: chance is 0.5, its standard error 0.018

@@ -3,8 +3,8 @@
 They exist so that `dvc repro` on a fresh clone trains every method on CPU in minutes, and so that tests can
 tell a method that learns from one that does not. Each generator also scores two reference predictors on its
 own test split, computed from the latent variables: `oracle` (knows every latent that sets the label) and
-`text_oracle` (knows only what the text shows: the text latent and the cue words). They bracket what a model can reach and are stored in the manifest
-under provenance.reference.
+`text_oracle` (knows only what the text shows: the text latent and the cue words). They bracket what a model
+can reach and are stored in the manifest under provenance.reference.
 
 Trimodal generative process (synth-mosi, synth-sims; every split, the unlabeled pool included), per clip:
     z_t ~ U(-2, 2)                      text sentiment (dominant); its polarity is sign(z_t)
