@@ -1,6 +1,8 @@
 """ALMT (methods/almt.py): the AHL update (eq. 5) on a hand-computed case, the shape of every stage, the
-parameter count on MOSI's dims against the paper's 2.50M, what each ablation switch changes, a real run of each
-through the training loop, text ids through a BERT, and the saved attention maps."""
+parameter count on MOSI's dims against the paper's 2.50M, the 50 audio/vision frames of MOSI (sec. 3.2) against
+the full lengths of the other presets, that every ablation row reads exactly the modalities it keeps (and the
+refused Table 5 swap), that every ablation switch changes the computation, a real run of each through the
+training loop, text ids through a BERT, and the saved attention maps."""
 from __future__ import annotations
 
 import dataclasses
@@ -24,8 +26,8 @@ from msarepro.train import RunSpec, run
 from .conftest import fast_params
 
 
-def make_cfg(params, **over) -> ALMT.Config:
-    base = method_config(params, "almt", "synth-mosi")
+def make_cfg(params, preset: str = "synth-mosi", **over) -> ALMT.Config:
+    base = method_config(params, "almt", preset)
     return build(ALMT.Config, {**{f.name: getattr(base, f.name) for f in dataclasses.fields(base)}, **over},
                  "methods.almt")
 
@@ -36,9 +38,9 @@ def mosi(small_data):
     return ds.manifest, to_tensors(ds)["train"].batch(torch.arange(6))
 
 
-def build_model(params, manifest, **over) -> ALMT:
+def build_model(params, manifest, preset: str = "synth-mosi", **over) -> ALMT:
     torch.manual_seed(0)
-    return ALMT(make_cfg(params, **over), manifest).eval()
+    return ALMT(make_cfg(params, preset, **over), manifest).eval()
 
 
 def _set(linear: nn.Linear, w) -> None:
@@ -77,12 +79,19 @@ def test_ahl_update_eq5_by_hand(residual, base):
 
 
 def test_unguided_layer_is_mlp_over_concatenation():
+    """Table 4's "replaced with feature concatenation": the language of the layer's scale, audio and vision
+    concatenated along features (3d), then the MLP; the residual as in eq. 5."""
     torch.manual_seed(0)
     layer = UnguidedLayer(4, n_sources=2, mlp_dim=8, dropout=0.0)
-    h_a, h_v, hyper = torch.randn(2, 3, 4), torch.randn(2, 3, 4), torch.randn(2, 3, 4)
+    assert layer.norm.normalized_shape == (12,) and layer.mlp[0].in_features == 12
+    h_l, h_a, h_v, hyper = (torch.randn(2, 3, 4) for _ in range(4))
     m = torch.ones(2, 3, dtype=torch.bool)
-    out = layer({"audio": (h_a, m), "vision": (h_v, m)}, hyper)
-    torch.testing.assert_close(out, hyper + layer.mlp(layer.norm(torch.cat([h_a, h_v], -1))))
+    out = layer(h_l, {"audio": (h_a, m), "vision": (h_v, m)}, hyper)
+    torch.testing.assert_close(out, hyper + layer.mlp(layer.norm(torch.cat([h_l, h_a, h_v], -1))))
+    # one modality dropped (Table 3, "w/o Audio & AHL"): [H_l^j ; H_v^1], 2d
+    one = UnguidedLayer(4, n_sources=1, mlp_dim=8, dropout=0.0)
+    out = one(h_l, {"vision": (h_v, m)}, hyper)
+    torch.testing.assert_close(out, hyper + one.mlp(one.norm(torch.cat([h_l, h_v], -1))))
 
 
 def test_every_stage_shape(params, mosi):
@@ -117,8 +126,8 @@ def test_parameter_count_on_mosi_dims():
         model = ALMT(ALMT.Config(fusion_depth=2, **over), manifest)
         return sum(p.numel() for n, p in model.named_parameters() if p.requires_grad and not n.startswith("text."))
 
-    assert round(count(max_frames=50) / 1e6, 2) == 2.50
-    assert round(count() / 1e6, 2) == 2.60  # full unaligned lengths: longer learned position tables
+    assert round(count() / 1e6, 2) == 2.50  # the default, max_frames: 50
+    assert round(count(max_frames=0) / 1e6, 2) == 2.60  # full unaligned lengths: longer learned position tables
 
 
 def test_ahl_guidance_switch(params, mosi):
@@ -130,26 +139,33 @@ def test_ahl_guidance_switch(params, mosi):
     assert list(only3.attention_maps(batch)) == ["alpha_layer3", "beta_layer3"]
     no_ahl = build_model(params, manifest, ahl_guidance=[])
     assert all(isinstance(layer, UnguidedLayer) for layer in no_ahl.hyper_layers)
-    # the hyper-modality follows the language only when AHL is guided by it
+    assert no_ahl.attention_maps(batch) == {} and no_ahl.encode(batch)["weights"] == []
+    # without guidance the language still reaches the hyper-modality, by concatenation (H_0 reads only that)
     other = dict(batch, text=batch["text"] + torch.randn_like(batch["text"]))
     with torch.no_grad():
-        assert torch.equal(no_ahl.encode(batch)["hyper"], no_ahl.encode(other)["hyper"])
-        assert not torch.allclose(full.encode(batch)["hyper"], full.encode(other)["hyper"])
-        # H_0 attends only to the hyper-modality, so without AHL the prediction ignores the language
-        assert torch.equal(no_ahl(batch)["pred"], no_ahl(other)["pred"])
+        for model in (full, no_ahl):
+            assert not torch.allclose(model.encode(batch)["hyper"], model.encode(other)["hyper"])
+            assert not torch.allclose(model(batch)["pred"], model(other)["pred"])
 
 
-def test_fusion_query_switch(params, mosi):
+def test_fusion_queries_with_language(params, mosi):
     manifest, batch = mosi
-    for query, stream in (("language", "language"), ("hyper", "hyper")):
-        model = build_model(params, manifest, fusion_query=query)
-        seen = {}
-        model.fusion.register_forward_pre_hook(lambda mod, args: seen.update(q=args[0], kv=args[2]))
-        with torch.no_grad():
-            enc = model.encode(batch)
-        expect_q = enc["language"][-1] if stream == "language" else enc["hyper"]
-        expect_kv = enc["hyper"] if stream == "language" else enc["language"][-1]
-        assert torch.equal(seen["q"], expect_q) and torch.equal(seen["kv"], expect_kv)
+    model = build_model(params, manifest)
+    seen = {}
+    model.fusion.register_forward_pre_hook(lambda mod, args: seen.update(q=args[0], kv=args[2]))
+    with torch.no_grad():
+        enc = model.encode(batch)
+    assert torch.equal(seen["q"], enc["language"][-1]) and torch.equal(seen["kv"], enc["hyper"])  # eqs. 6-7
+
+
+def test_table5_swap_is_refused(params, mosi):
+    """Table 5's swap (H_hyper^3 as query) would read H at H_0 on the hyper-modality stream, which attends only to
+    the language: a model that never reads audio or vision. It is refused with the reason, on one line."""
+    with pytest.raises(ConfigError) as err:
+        make_cfg(params, fusion_query="hyper")
+    msg = str(err.value)
+    assert msg.startswith("methods.almt.fusion_query: hyper (Table 5's swap) is refused") and "\n" not in msg
+    assert "would never read audio or vision" in msg
 
 
 @pytest.mark.parametrize("kind", ["concat", "add", "gru", "tfn", "lmf"])
@@ -211,6 +227,74 @@ def test_dropped_modalities(params, mosi):
         assert not torch.allclose(text_only(batch)["pred"], text_only(_perturbed(batch, "text"))["pred"])
 
 
+MOSI = Manifest(name="mosi", family="trimodal", task="regression", metric_family="mosi", label_range=(-3.0, 3.0),
+                splits={"train": 1}, preset="mosi",
+                modalities={"text": {"dim": 768, "max_len": 50}, "audio": {"dim": 5, "max_len": 375},
+                            "vision": {"dim": 20, "max_len": 500}})
+
+
+def mosi_batch(audio_len: list[int], vision_len: list[int]) -> dict[str, torch.Tensor]:
+    """Random features of MOSI's dims, right-padded with zeros and cut to the longest true length, as the loader
+    gives them."""
+    g = torch.Generator().manual_seed(0)
+    b = len(audio_len)
+    batch = {"text": torch.randn(b, 50, 768, generator=g), "text_mask": torch.ones(b, 50, dtype=torch.bool)}
+    for m, dim, lens in (("audio", 5, audio_len), ("vision", 20, vision_len)):
+        lens = torch.tensor(lens)
+        mask = torch.arange(int(lens.max()))[None, :] < lens[:, None]  # (B, L)
+        batch[m] = torch.randn(b, mask.size(1), dim, generator=g) * mask[..., None]
+        batch[f"{m}_mask"] = mask
+    return batch
+
+
+def test_max_frames_of_each_preset(params):
+    """Sec. 3.2 gives MOSI's audio and vision as 50 frames; the paper gives no length for MOSEI or CH-SIMS, which
+    read the full unaligned lengths as the authors' code does. The embedded presets keep 50, which cuts nothing
+    there (40 audio / 30 vision frames at most)."""
+    got = {p: method_config(params, "almt", p).max_frames for p in ("mosi", "mosei", "sims", "simsv2",
+                                                                      "synth-mosi", "synth-sims")}
+    assert got == {"mosi": 50, "mosei": 0, "sims": 0, "simsv2": 0, "synth-mosi": 50, "synth-sims": 50}
+    assert ALMT.Config().max_frames == 50
+
+
+def test_mosi_preset_reads_the_first_50_frames(params):
+    """The MOSI preset (its text encoder swapped for precomputed features, since BERT is not available offline):
+    frame 60 does not affect any prediction; with the authors' full lengths (max_frames: 0) it does, for the
+    samples where frame 60 is a real frame, and never where it is padding."""
+    lens_a, lens_v = [375, 120, 45], [500, 61, 30]  # frame 60 real, real, padding
+    batch = mosi_batch(lens_a, lens_v)
+    late = dict(batch)
+    for m in ("audio", "vision"):
+        late[m] = batch[m].clone()
+        late[m][:, 60] += 5.0
+    preset = build_model(params, MOSI, "mosi", text_encoder="features")
+    full = build_model(params, MOSI, "mosi", text_encoder="features", max_frames=0)
+    assert preset.cfg.max_frames == 50 and preset.cfg.fusion_depth == 2
+    assert preset.embed["vision"].pos.shape[0] == 50 + 8 and full.embed["vision"].pos.shape[0] == 500 + 8
+    with torch.no_grad():
+        assert torch.equal(preset(batch)["pred"], preset(late)["pred"])
+        before, after = full(batch)["pred"], full(late)["pred"]
+    assert (before - after).abs()[:2].min() > 1e-4  # real frames: the code option reads them
+    torch.testing.assert_close(before[2], after[2])  # padding stays masked
+
+
+def test_max_frames_cut_agrees_with_masks(params):
+    """Cutting to 50 frames keeps each sample's first min(length, 50) real frames: a sample's prediction is the
+    one it gets alone at its own true length (cut to 50), whatever the other samples' lengths."""
+    lens_a, lens_v = [375, 45, 52], [500, 30, 49]
+    batch = mosi_batch(lens_a, lens_v)
+    model = build_model(params, MOSI, "mosi", text_encoder="features")
+    with torch.no_grad():
+        together = model(batch)["pred"]
+        for i in range(3):
+            alone = {"text": batch["text"][i:i + 1], "text_mask": batch["text_mask"][i:i + 1]}
+            for m, lens in (("audio", lens_a), ("vision", lens_v)):
+                n = min(lens[i], 50)
+                alone[m] = batch[m][i:i + 1, :n]
+                alone[f"{m}_mask"] = torch.ones(1, n, dtype=torch.bool)
+            torch.testing.assert_close(model(alone)["pred"][0], together[i], rtol=1e-5, atol=1e-5)
+
+
 def test_max_frames_truncates_audio_and_vision(params, mosi):
     manifest, batch = mosi
     model = build_model(params, manifest, max_frames=5)
@@ -234,7 +318,7 @@ def test_valid_combinations_build(params, over):
 @pytest.mark.parametrize("over", [
     {"modalities": ["audio", "vision"]}, {"modalities": ["text", "text"]}, {"modalities": ["text", "depth"]},
     {"ahl_guidance": [0]}, {"ahl_guidance": [4]}, {"ahl_guidance": [1, 1]}, {"fusion": "mean"},
-    {"fusion_query": "audio"}, {"fusion": "add", "fusion_query": "hyper"}, {"ahl_residual": "post"},
+    {"fusion_query": "audio"}, {"fusion_query": "hyper"}, {"ahl_residual": "post"},
     {"modality_embedding": False, "ahl_guidance": [1]}, {"modality_embedding": False, "fusion": "gru"},
     {"dim": 0}, {"max_frames": -1},
 ])
@@ -270,6 +354,79 @@ def test_attention_maps_are_saved(params, mosi, tmp_path):
     np.testing.assert_allclose(raw["alpha_layer1"].sum(-1), 1.0, rtol=1e-5)
 
 
+ALL = ("text", "audio", "vision")
+ROWS = {  # paper row -> (switches, the modalities its model reads)
+    "Table 1 ALMT": ({}, ALL),
+    "Table 3 w/o Audio": ({"modalities": ["text", "vision"]}, ("text", "vision")),
+    "Table 3 w/o Video": ({"modalities": ["text", "audio"]}, ("text", "audio")),
+    "Table 3 w/o Audio & AHL": ({"modalities": ["text", "vision"], "ahl_guidance": []}, ("text", "vision")),
+    "Table 3 w/o Video & AHL": ({"modalities": ["text", "audio"], "ahl_guidance": []}, ("text", "audio")),
+    "Table 3 w/o Video & Audio": ({"modalities": ["text"]}, ("text",)),
+    "Table 4 w/o AHL": ({"ahl_guidance": []}, ALL),
+    "Table 4 w/o Modality Embedding": ({"modality_embedding": False}, ALL),
+    "Table 6 H_l^2 only": ({"ahl_guidance": [2]}, ALL),
+    "Table 6 H_l^1 and H_l^3": ({"ahl_guidance": [1, 3]}, ALL),
+    **{f"Table 7 {kind}": ({"fusion": kind}, ALL) for kind in ("concat", "add", "gru", "tfn", "lmf")},
+}
+
+
+@pytest.mark.parametrize("row", list(ROWS))
+def test_each_row_reads_the_modalities_it_keeps(params, mosi, row):
+    """Perturbing a modality the paper's row uses changes every prediction; perturbing one it drops changes none."""
+    manifest, batch = mosi
+    over, reads = ROWS[row]
+    model = build_model(params, manifest, **over)
+    with torch.no_grad():
+        pred = model(batch)["pred"]
+        for m in ALL:
+            moved = (pred - model(_perturbed(batch, m))["pred"]).abs()
+            if m in reads:
+                assert moved.min() > 1e-6, f"{row} ignores {m}"
+            else:
+                assert moved.max() == 0, f"{row} reads {m}"
+
+
+def _same_weights(src: nn.Module, dst: nn.Module) -> None:
+    """Copy every parameter/buffer of src into dst where the names match; a table that is shorter in dst
+    (learned positions of fewer frames) takes src's leading rows. What stays unmatched is what the switch adds."""
+    theirs = src.state_dict()
+    with torch.no_grad():
+        for name, t in dst.state_dict().items():
+            s = theirs.get(name)
+            if s is not None and s.dim() == t.dim() and all(a <= b for a, b in zip(t.shape, s.shape)):
+                t.copy_(s[tuple(slice(0, n) for n in t.shape)])
+
+
+SWITCHES = [  # (key, off, on, other settings of both models)
+    ("modalities", ["text", "audio", "vision"], ["text", "vision"], {}),
+    ("modalities", ["text", "audio", "vision"], ["text", "audio"], {}),
+    ("modalities", ["text", "audio", "vision"], ["text"], {}),
+    ("ahl_guidance", None, [], {}),
+    ("ahl_guidance", None, [1, 3], {}),
+    ("ahl_guidance", [1], [2], {}),
+    ("ahl_guidance", None, [], {"modalities": ["text", "vision"]}),
+    ("modality_embedding", True, False, {}),
+    *[("fusion", "transformer", kind, {}) for kind in ("concat", "add", "gru", "tfn", "lmf")],
+    ("max_frames", 0, 20, {}),  # the embedded sequences (up to 40 / 30 frames) are longer than 20
+    ("ahl_residual", "paper", "normed", {}),
+]
+
+
+@pytest.mark.parametrize("key,off,on,common", SWITCHES,
+                         ids=[f"{k}={on}" + ("+" + ",".join(c) if c else "") for k, _, on, c in SWITCHES])
+def test_every_switch_changes_the_computation(params, mosi, key, off, on, common):
+    """Same weights (copied wherever the two models share a parameter), same batch: flipping the switch moves
+    the predictions. A switch that did nothing would build the same model and fail here."""
+    manifest, batch = mosi
+    a = build_model(params, manifest, **common, **{key: off})
+    b = build_model(params, manifest, **common, **{key: on})
+    _same_weights(a, b)
+    with torch.no_grad():
+        assert not torch.allclose(a(batch)["pred"], b(batch)["pred"], rtol=0, atol=1e-6)
+    if key == "max_frames":  # the cut, not the shorter position table, is what moves them
+        assert set(dict(a.named_parameters())) == set(dict(b.named_parameters()))
+
+
 ABLATIONS = {
     "paper": {},
     "wo-audio": {"modalities": ["text", "vision"]},
@@ -278,7 +435,7 @@ ABLATIONS = {
     "wo-ahl": {"ahl_guidance": []},
     "wo-me": {"modality_embedding": False},
     "guide-l1-l3": {"ahl_guidance": [1, 3]},
-    "qkv-swap": {"fusion_query": "hyper"},
+    "wo-video-ahl": {"modalities": ["text", "audio"], "ahl_guidance": []},
     "gru": {"fusion": "gru"},
     "tfn": {"fusion": "tfn"},
     "lmf": {"fusion": "lmf"},

@@ -1,6 +1,7 @@
 """ALMT: Adaptive Language-guided Multimodal Transformer (Zhang et al., EMNLP 2023; docs/methods/almt.md).
 
-    U_m (B, L_m, D_m) -> Linear to d; concat(H_m^0, .) + learned positions -> `embed_depth` transformer layers
+    U_m (B, L_m, D_m), audio and vision cut to their first `max_frames` frames (sec. 3.2: 50 on MOSI)
+        -> Linear to d; concat(H_m^0, .) + learned positions -> `embed_depth` transformer layers
         -> the T token outputs                                       H_m^1 (B, T, d), m in {l, a, v}     eq. 1
     H_l^i = E_l^i(H_l^{i-1}), i = 2..ahl_depth                       language scales (B, T, d)           eq. 2
     H_hyper^0 (T, d) learned; AHL layer j = 1..ahl_depth, guided by H_l^j:
@@ -14,25 +15,31 @@ Settings the paper leaves open follow the authors' code (docs/methods/almt.md): 
 width 64 (`head_dim`) and a GELU feed-forward of width 128 (`mlp_dim`), inputs of each AHL layer layer-normed,
 H_hyper^0 initialised to ones, the fusion token H_0 shared by both streams, dropout 0. With these the trainable
 parameters outside the text encoder on MOSI's dims come to 2.50M with 50 audio/vision frames (the setting of
-the paper's section 3.2; `max_frames: 50`) and 2.60M with the full unaligned lengths (375 / 500).
+the paper's section 3.2 and the default, `max_frames: 50`) and 2.60M with the full unaligned lengths (375 / 500,
+`max_frames: 0`, the authors' current code; the params.yaml presets of MOSEI and CH-SIMS (v2) use it, since the
+paper gives their lengths nowhere).
 Departures, all deliberate: padded positions are masked everywhere (the authors attend over padding); eq. 5's
 residual adds to H_hyper^{j-1} itself, while the authors' code adds to LayerNorm(H_hyper^{j-1})
 (`ahl_residual: normed`); the language-scale layers add no second position embedding.
 
-Note that H_0's output attends only to the key/value stream, so with the fusion transformer the prediction sees
-the language only through the AHL attention (eqs. 3-4); without AHL it is a function of audio and vision alone.
-That fits Table 4's large drop for "w/o AHL" but not Table 3's "w/o Audio & AHL" rows, printed close to the
-full model: the paper does not say how those were built.
+Note that H_0's output attends only to the key/value stream (eqs. 6-8, the crossmodal layers of Tsai et al. 2019
+have no self-attention), so with the fusion transformer the prediction reads the language only through the
+hyper-modality. Two consequences for the ablations: a layer without language guidance must still take the
+language in, or Table 3's "w/o Audio & AHL" rows (printed close to the full model) would never read text, so an
+unguided layer is an MLP over the concatenation of the same inputs an AHL layer attends over, [H_l^j ; H_a^1 ;
+H_v^1]; and Table 5's swap (H_hyper^3 as query) would never read audio or vision, so it is refused.
 
 Ablations (paper section 4.5), each a Config field:
     modalities        Table 3: drop audio and/or vision (their terms vanish from eq. 5); with neither there is
                       no hyper-modality to learn and H_l^3 takes its place as key/value (the paper is silent;
                       the learned constant H_hyper^0 there would make the prediction input-independent)
     ahl_guidance      Table 6: which language scales guide AHL; an unguided layer is an MLP over the
-                      feature concatenation [H_a^1 ; H_v^1]; [] is "w/o AHL" of Table 4 (same row in Table 6)
+                      feature concatenation [H_l^j ; H_a^1 ; H_v^1]; [] is "w/o AHL" of Table 4 (same row in
+                      Table 6) and, with a modality dropped, Table 3's "w/o Audio & AHL" / "w/o Video & AHL"
     fusion            Table 7: transformer | concat | add | gru | tfn | lmf; "w/o Fusion Transformer" of
                       Table 4 is concat (the two tables print the same numbers)
-    fusion_query      Table 5: language (H_l^3 queries, the paper) | hyper (H_hyper^3 queries)
+    fusion_query      Table 5: language (H_l^3 queries, the paper); hyper (the swap) is refused, see above
+    max_frames        sec. 3.2: audio/vision frames kept, 50 (paper, MOSI) | 0 = full length (authors' code)
     modality_embedding  Table 4: false keeps each projected sequence at its own length (no tokens, no layer)
 `attention_maps` gives alpha and beta of every AHL layer for one sample; the `figures` stage draws them (Figs. 4-5,
 msarepro.report.figures_papers.almt_attention).
@@ -119,6 +126,13 @@ class TransformerLayer(nn.Module):
         return x + self.ff(self.norm_ff(x))
 
 
+def first_frames(x: torch.Tensor, mask: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each sample's first n frames (sec. 3.2): x (B, L, D), mask (B, L) -> (B, min(L, n), D), (B, min(L, n)).
+    Batches are right-padded (a mask is True on a prefix), so cutting features and mask together keeps a
+    sample's first min(length, n) real frames and leaves its padding masked; n = 0 keeps everything."""
+    return (x[:, :n], mask[:, :n]) if n else (x, mask)
+
+
 def _learned(n: int, dim: int) -> nn.Parameter:
     return nn.Parameter(torch.randn(n, dim) * 0.02)  # ViT's initialisation of learned positions and tokens
 
@@ -188,17 +202,23 @@ class AHLLayer(nn.Module):
 
 
 class UnguidedLayer(nn.Module):
-    """The MLP layer that replaces an AHL layer without language guidance (Table 6):
-    H_hyper^j = H_hyper^{j-1} + MLP(LN(concat(H_a^1, H_v^1))), the concatenation along features (B, T, 2d)."""
+    """The MLP layer that replaces an AHL layer without language guidance (Table 6; Table 4: "replaced with
+    feature concatenation"): the inputs the AHL layer would attend over, concatenated along features instead,
+    H_hyper^j = H_hyper^{j-1} + MLP(LN(concat(H_l^j, H_a^1, H_v^1)))   (B, T, (1 + n) d) -> (B, T, d).
+    Language is concatenated, not a query: it no longer chooses which audio/vision tokens enter, but the
+    prediction, which reads the language only through H_hyper (module docstring), still sees it."""
 
     def __init__(self, dim: int, n_sources: int, mlp_dim: int, dropout: float):
         super().__init__()
-        self.norm = nn.LayerNorm(n_sources * dim)
-        self.mlp = nn.Sequential(nn.Linear(n_sources * dim, mlp_dim), nn.GELU(), nn.Dropout(dropout),
+        width = (1 + n_sources) * dim
+        self.norm = nn.LayerNorm(width)
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(), nn.Dropout(dropout),
                                  nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
 
-    def forward(self, sources: dict[str, tuple[torch.Tensor, torch.Tensor]], h_hyper: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([h for h, _ in sources.values()], dim=-1)  # (B, T, n * d)
+    def forward(self, h_l: torch.Tensor, sources: dict[str, tuple[torch.Tensor, torch.Tensor]],
+                h_hyper: torch.Tensor) -> torch.Tensor:
+        """h_l (B, T, d); sources m -> (H_m^1 (B, T, d), mask); h_hyper (B, T, d) -> H_hyper^j (B, T, d)."""
+        x = torch.cat([h_l, *(h for h, _ in sources.values())], dim=-1)  # (B, T, (1 + n) d)
         return h_hyper + self.mlp(self.norm(x))
 
 
@@ -288,13 +308,13 @@ class ALMT(Method):
         ahl_residual: str = "paper"  # paper: H^{j-1} + ... (eq. 5) | normed: LN(H^{j-1}) + ... (authors' code)
         fusion_depth: int = 2  # Table 9: 2 on MOSI, 4 on MOSEI and CH-SIMS
         dropout: float = 0.0
-        max_frames: int = 0  # audio/vision frames kept; 0 = the full unaligned length, 50 = the early version
+        max_frames: int = 50  # audio/vision frames kept: 50 = paper sec. 3.2 (MOSI); 0 = full length (authors' code)
         # ablations (paper section 4.5)
         modalities: tuple[str, ...] = ("text", "audio", "vision")  # Table 3
         modality_embedding: bool = True  # Table 4
         ahl_guidance: tuple[int, ...] | None = None  # Table 6: guided layers j (H_l^j); None = all; [] = w/o AHL
         fusion: str = "transformer"  # Table 7 (and Table 4's w/o fusion transformer = concat)
-        fusion_query: str = "language"  # Table 5: language | hyper
+        fusion_query: str = "language"  # Table 5: language; its swap, hyper, is refused (see validate)
         tfn_dim: int = 32  # per-stream width before the outer product of fusion: tfn
         lmf_rank: int = 4  # rank of fusion: lmf
 
@@ -320,15 +340,17 @@ class ALMT(Method):
             if self.fusion not in FUSIONS:
                 bad("fusion", f"{self.fusion!r}; expected one of {', '.join(FUSIONS)}")
             if self.fusion_query not in ("language", "hyper"):
-                bad("fusion_query", f"{self.fusion_query!r}; expected language or hyper")
-            if self.fusion_query != "language" and self.fusion != "transformer":
-                bad("fusion_query", "the query/key-value choice applies to fusion: transformer only")
+                bad("fusion_query", f"{self.fusion_query!r}; expected language")
+            if self.fusion_query == "hyper":
+                bad("fusion_query", "hyper (Table 5's swap) is refused: H is read at H_0 on the query stream, which "
+                                    "attends only to the key/value stream (eqs. 6-8), so with H_hyper^3 as query "
+                                    "the prediction would never read audio or vision; use language")
             if self.ahl_residual not in ("paper", "normed"):
                 bad("ahl_residual", f"{self.ahl_residual!r}; expected paper or normed")
             if not self.modality_embedding:
                 if len(g) < self.ahl_depth and any(m in mods for m in AV):
                     bad("modality_embedding", "false keeps each modality at its own length, so unguided layers "
-                                              "(which concatenate audio and vision token-wise) need it true")
+                                              "(which concatenate modalities token-wise) need it true")
                 if self.fusion == "gru":
                     bad("modality_embedding", "false leaves padded sequences; use a fusion other than gru")
 
@@ -369,8 +391,7 @@ class ALMT(Method):
         cfg = self.cfg
         inputs = {"text": self.text(batch)}  # (B, Lt, Dt), (B, Lt)
         for m in self.sources:
-            n = self._frames(batch[m].size(1))
-            inputs[m] = (batch[m][:, :n], batch[f"{m}_mask"][:, :n])
+            inputs[m] = first_frames(batch[m], batch[f"{m}_mask"], cfg.max_frames)  # (B, <= max_frames, D_m)
         h1 = {m: self.embed[m](*inputs[m]) for m in inputs}  # eq. 1
         h_l, l_mask = h1["text"]
         language = [h_l]
@@ -386,11 +407,8 @@ class ALMT(Method):
                 hyper, w = layer(language[j], sources, hyper)  # eqs. 3-5, guided by H_l^{j+1}
                 weights.append(w)
             else:
-                hyper = layer(sources, hyper)
-        streams = [(language[-1], l_mask), (hyper, l_mask)]  # H_l^3, H_hyper^3 (same token count)
-        if cfg.fusion_query == "hyper":
-            streams.reverse()  # Table 5: H_hyper^3 as query, H_l^3 as key and value
-        fused = self.fusion(*streams[0], *streams[1])
+                hyper = layer(language[j], sources, hyper)  # MLP over [H_l^{j+1} ; H_a^1 ; H_v^1]
+        fused = self.fusion(language[-1], l_mask, hyper, l_mask)  # H_l^3 queries H_hyper^3 (same token count)
         return {"h1": h1, "language": language, "hyper": hyper, "weights": weights, "fused": fused}
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
