@@ -1,0 +1,142 @@
+"""The embedded trimodal data's cross-modal structure (src/msarepro/data/synth.py's docstring): the modalities
+of a clip agree in sentiment polarity at the stated rate, a swapped modality is detectable from sentiment and
+not from anything else, the unlabeled pool follows the same process, and the manifests keep their reference
+scores. Everything is computed on one half-size synth-sims (seed 0), generated once."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from msarepro import metrics
+from msarepro.data.format import load_dataset
+from msarepro.data.synth import generate, generate_trimodal, synth_sims
+
+MODS = ("text", "audio", "vision")
+
+
+@pytest.fixture(scope="module")
+def sims():
+    """(arrays, labels, reference, latents) of synth-sims at half size: 450/100/150 clips + 750 unlabeled."""
+    return generate_trimodal(synth_sims(0.5), seed=0)
+
+
+def _agree(x: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean(np.sign(x) == np.sign(y)))
+
+
+def test_modalities_agree_in_polarity_at_the_stated_rate(sims):
+    lat = sims[3].splits
+    z = {k: np.concatenate([s[k] for s in lat.values()]) for k in ("z_t", "z_a", "z_v", "shown_a", "shown_v")}
+    assert len(z["z_t"]) == 1450
+    # q = 0.8 (binomial standard error 0.011 at 1,450 clips)
+    assert _agree(z["z_a"], z["z_t"]) == pytest.approx(0.8, abs=0.03)
+    assert _agree(z["z_v"], z["z_t"]) == pytest.approx(0.8, abs=0.03)
+    # audio with vision: q^2 + (1 - q)^2 = 0.68; what the modalities show, distractors included: 0.7 q + 0.15 = 0.71
+    assert _agree(z["z_a"], z["z_v"]) == pytest.approx(0.68, abs=0.03)
+    assert _agree(z["shown_a"], z["z_t"]) == pytest.approx(0.71, abs=0.03)
+    assert _agree(z["shown_v"], z["z_t"]) == pytest.approx(0.71, abs=0.03)
+    # the exact figures of this seed (the generator is deterministic)
+    assert round(_agree(z["z_a"], z["z_t"]), 4) == 0.7993 and round(_agree(z["shown_a"], z["z_t"]), 4) == 0.7034
+    # marginals unchanged by the agreement: audio/vision sentiment still spans U(-1.2, 1.2) symmetrically
+    assert abs(z["z_a"]).max() <= 1.2 and abs(np.mean(z["z_a"] > 0) - 0.5) < 0.03
+
+
+def _swap(feats: list[np.ndarray], rng: np.random.Generator, p: float = 0.5):
+    """As AE-MT's pretraining tampers (pretrain/autoencoder.py): each clip with probability p gets one modality,
+    chosen uniformly, from another clip. feats: per modality (n, k) -> (swapped feats, tampered (n,))."""
+    n = len(feats[0])
+    tampered = rng.random(n) < p
+    which = rng.integers(0, 3, n)
+    donor = (np.arange(n) + rng.integers(1, n, n)) % n
+    return [np.where((tampered & (which == k))[:, None], f[donor], f) for k, f in enumerate(feats)], tampered
+
+
+def _detector_accuracy(train: list[np.ndarray], held_out: list[np.ndarray]) -> float:
+    """Logistic regression on the pairwise products of the modalities' features (a bilinear match score per pair),
+    fitted on swapped/real clips of one split, scored on another."""
+    def pairs(f):
+        return np.concatenate([(f[j][:, :, None] * f[k][:, None, :]).reshape(len(f[j]), -1)
+                               for j, k in ((0, 1), (0, 2), (1, 2))], axis=1)
+    rng = np.random.default_rng(0)
+    (x_tr, y_tr), (x_te, y_te) = _swap(train, rng), _swap(held_out, rng)
+    clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)).fit(pairs(x_tr), y_tr)
+    return float(clf.score(pairs(x_te), y_te))
+
+
+def _sentiment_features(lat: dict) -> list[np.ndarray]:
+    """What each modality shows of sentiment: (value, polarity) of z_t, shown_a, shown_v."""
+    return [np.stack([lat[k], np.sign(lat[k])], axis=1) for k in ("z_t", "shown_a", "shown_v")]
+
+
+def _signature_features(arrays: dict, latents) -> list[np.ndarray]:
+    """Everything but sentiment that a clip's modality carries as a whole: the mean of its real frames with the
+    token embeddings subtracted (text) and the sentiment direction projected out. A speaker signature lives here."""
+    out = []
+    for m in MODS:
+        x = arrays[m].astype(np.float64)
+        if m == "text":
+            x = x - latents.embedding[arrays["text_ids"]]
+        lengths = arrays[f"{m}_lengths"]
+        real = (np.arange(x.shape[1])[None, :] < lengths[:, None])[..., None]
+        mean = (x * real).sum(1) / lengths[:, None]
+        u = latents.directions[m].astype(np.float64)
+        out.append(mean - np.outer(mean @ u, u))
+    return out
+
+
+def test_swapped_modality_is_detectable_from_sentiment_and_not_from_a_signature(sims):
+    arrays, _, _, lat = sims
+    sentiment = _detector_accuracy(_sentiment_features(lat.splits["train"]), _sentiment_features(lat.splits["unlabeled"]))
+    signature = _detector_accuracy(_signature_features(arrays["train"], lat),
+                                   _signature_features(arrays["unlabeled"], lat))
+    # 750 held-out clips, half of them swapped: chance is 0.5, its standard error 0.018
+    assert sentiment == pytest.approx(0.5827, abs=0.02) and sentiment > 0.55
+    assert signature == pytest.approx(0.504, abs=0.02) and signature < 0.54
+
+
+def test_unlabeled_pool_follows_the_same_process_with_hidden_labels(sims, tmp_path):
+    arrays, labels, _, lat = sims
+    tr, un = lat.splits["train"], lat.splits["unlabeled"]
+    for k in ("z_a", "z_v", "shown_a", "shown_v"):
+        assert _agree(un[k], un["z_t"]) == pytest.approx(_agree(tr[k], tr["z_t"]), abs=0.05)
+    assert np.mean(un["r_a"]) == pytest.approx(0.7, abs=0.05) and np.mean(tr["r_a"]) == pytest.approx(0.7, abs=0.05)
+    assert np.std(un["z_t"]) == pytest.approx(4 / np.sqrt(12), rel=0.05)  # U(-2, 2)
+    for m in MODS:  # same feature statistics on real frames
+        stat = {s: arrays[s][m][arrays[s][m] != 0].std() for s in ("train", "unlabeled")}
+        assert stat["unlabeled"] == pytest.approx(stat["train"], rel=0.05)
+    pool = labels[labels["split"] == "unlabeled"]
+    assert len(pool) == 750 and pool[["M", "T", "A", "V"]].isna().all().all()
+    assert labels[labels["split"] == "train"][["M", "T", "A", "V"]].notna().all().all()
+    # and on disk: the pool loads with NaN labels
+    generate("synth-sims", tmp_path / "s", seed=0, scale=0.05)
+    ds = load_dataset(tmp_path / "s", splits=("unlabeled",))
+    assert ds.splits["unlabeled"].labels["M"].isna().all()
+
+
+@pytest.mark.parametrize("name,metric", [("synth-mosi", "Has0_acc_2"), ("synth-sims", "Mult_acc_2")])
+def test_manifests_keep_reference_scores(tmp_path, name, metric):
+    generate(name, tmp_path / name, seed=0, scale=0.2)
+    ref = json.loads((tmp_path / name / "manifest.json").read_text())["provenance"]["reference"]
+    assert set(ref) == {"oracle", "text_oracle", "majority"}
+    assert ref["oracle"][metric] > ref["text_oracle"][metric] > ref["majority"][metric]
+    assert ref["oracle"]["Corr"] > ref["text_oracle"]["Corr"] > 0.8 > ref["majority"]["Corr"]
+
+
+def test_text_oracle_is_the_expectation_given_the_text(sims):
+    """text_oracle scores E[M | z_t, cue words] = z_t + (r_a + r_v) (2q - 1) E|z_a| sign(z_t), E|z_a| = 0.6: the
+    residual of M is centred on every cue pattern, where the old predictor z_t leaves 0.36 per relevant cue."""
+    _, labels, reference, lat = sims
+    test = lat.splits["test"]
+    expected = test["z_t"] + (test["r_a"] + test["r_v"].astype(float)) * 0.6 * 0.6 * np.sign(test["z_t"])
+    y = labels[labels["split"] == "test"]["M"].to_numpy()
+    assert reference["text_oracle"] == pytest.approx(metrics.compute("sims", expected / 3, y), abs=1e-9)
+    assert metrics.compute("sims", test["z_t"] / 3, y)["Corr"] < reference["text_oracle"]["Corr"]
+    pool = lat.splits["unlabeled"]
+    raw = pool["z_t"] + pool["r_a"] * pool["z_a"] + pool["r_v"] * pool["z_v"]
+    both = pool["r_a"] & pool["r_v"] & (pool["z_t"] > 0)
+    assert (raw[both] - pool["z_t"][both]).mean() == pytest.approx(2 * 0.36, abs=0.1)
