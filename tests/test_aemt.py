@@ -20,14 +20,15 @@ from msarepro.data.loader import to_tensors
 from msarepro.methods import all_methods, build_method, method_config, pretraining_methods
 from msarepro.methods.aemt import AEMT, contrastive_loss, polarity
 from msarepro.methods.base import Method
-from msarepro.methods.modality_encoder import MODS, EncoderSpec, average_pool
+from msarepro.methods.modality_encoder import MODS, EncoderSpec, average_pool, encoder_inputs
 from msarepro.methods.mult import MulT, MulTFusion
 from msarepro.pretrain.autoencoder import Autoencoders, reconstruction_loss, tamper
 from msarepro.pretrain.run import run_pretraining
 
 ROOT = Path(__file__).resolve().parents[1]
 
-SPEC = EncoderSpec(dim=8, heads=2, layers=1, kernel=3, arch="transformer", dropout=0.0, pool_len=0)
+SPEC = EncoderSpec(dim=8, heads=2, layers=1, kernel_text=3, kernel_audio=3, kernel_vision=3, arch="transformer",
+                   dropout=0.0, pool_len=0, text_input="sequence")
 
 
 def _params(tmp_path, *overrides):
@@ -261,3 +262,146 @@ def test_weak_positives_by_m_polarity_or_by_unimodal_polarities(small_data, para
     weak_u, neg_u = build_method("aemt", replace(cfg, weak_positives="unimodal"), ds.manifest).contrast_masks(batch)
     assert torch.equal(neg_u, neg)
     assert not weak_u[0, 1] and not weak_u[1, 0]  # their audio polarities differ: neither positive nor negative
+
+
+# --- text input, kernels, and every ablation switch: same weights, same batch, flipped switch -> a difference ---
+
+def _small_cfg(params, **over):
+    """synth-sims's preset, narrowed for speed, random initialisation."""
+    base = method_config(params, "aemt", "synth-sims")
+    return replace(base, **{"dim": 8, "heads": 2, "levels": 1, "encoder_layers": 1, "pretrained": "", **over})
+
+
+def _twin(params, ds, cfg_a, cfg_b):
+    """Two AE-MT models with the same weights (b loads a's), in training mode."""
+    torch.manual_seed(0)
+    a = build_method("aemt", cfg_a, ds.manifest)
+    b = build_method("aemt", cfg_b, ds.manifest)
+    b.load_state_dict(a.state_dict())
+    return a.train(), b.train()
+
+
+def _loss_and_grads(model, batch, seed=1):
+    torch.manual_seed(seed)
+    model.zero_grad(set_to_none=True)
+    terms = model.losses(model(batch), batch, 0)
+    total = sum(terms.values())
+    total.backward()
+    return terms, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+def test_text_input_first_word_reads_only_the_first_position(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    batch = to_tensors(ds)["train"].batch(torch.arange(6))
+    changed = dict(batch)
+    changed["text"] = batch["text"].clone()
+    changed["text"][:, 1:] += 5.0  # every token after the first
+    torch.manual_seed(0)
+    first = build_method("aemt", _small_cfg(params, text_input="first_word", pool_len=4), ds.manifest).eval()
+    enc, enc2 = first.encode_inputs(batch), first.encode_inputs(changed)
+    assert enc["text"][0].shape[1] == 1 and enc["audio"][0].shape[1] == 4  # one text position; A/V pooled
+    assert torch.equal(enc["text"][0], enc2["text"][0])
+    assert torch.allclose(first(batch)["pred"], first(changed)["pred"])
+    seq = build_method("aemt", _small_cfg(params, text_input="sequence", pool_len=4), ds.manifest).eval()
+    seq.load_state_dict(first.state_dict())
+    assert seq.encode_inputs(batch)["text"][0].shape[1] == 4
+    assert not torch.allclose(seq.encode_inputs(batch)["text"][0], seq.encode_inputs(changed)["text"][0])
+    # pretraining reads the same inputs: the first word is x[:, :1], and is never pooled
+    spec = replace(SPEC, text_input="first_word", pool_len=3)
+    x = {m: (torch.randn(2, 5, 2), torch.ones(2, 5, dtype=torch.bool)) for m in MODS}
+    got = encoder_inputs(x, spec)
+    assert torch.equal(got["text"][0], x["text"][0][:, :1]) and got["vision"][0].shape == (2, 3, 2)
+
+
+def test_the_paper_is_the_default_text_input_and_kernels_per_modality(params):
+    cfg = method_config(params, "aemt", "simsv2")
+    assert cfg.text_input == "first_word"  # section 3.2.1
+    spec = AEMT.encoder_spec(cfg)
+    assert (spec.kernel_text, spec.kernel_audio, spec.kernel_vision) == (5, 3, 1)  # k_m, eq. 1 (MMSA's MulT values)
+
+
+def test_each_modality_encoder_and_decoder_has_its_own_kernel(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    cfg = _small_cfg(params, conv_kernel_text=5, conv_kernel_audio=1, conv_kernel_vision=3)
+    model = build_method("aemt", cfg, ds.manifest)
+    assert [model.encoders[m].conv.kernel_size[0] for m in MODS] == [5, 1, 3]
+    spec = AEMT.encoder_spec(cfg)
+    ae = Autoencoders({m: ds.manifest.modalities[m]["dim"] for m in MODS}, spec, decoder_layers=1)
+    assert [ae.encoders[m].conv.kernel_size[0] for m in MODS] == [5, 1, 3]
+    assert [ae.decoders[m].conv.kernel_size[0] for m in MODS] == [5, 1, 3]  # eq. 4 uses k_m too
+    shared = build_method("aemt", replace(cfg, conv_kernel=3), ds.manifest)  # the option: one kernel for all
+    assert [shared.encoders[m].conv.kernel_size[0] for m in MODS] == [3, 3, 3]
+
+
+def test_switch_contrastive_weight_zero_changes_loss_and_gradients(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    batch = to_tensors(ds)["train"].batch(torch.arange(8))
+    full, no_cl = _twin(params, ds, _small_cfg(params), _small_cfg(params, contrastive_weight=0.0))
+    t_full, g_full = _loss_and_grads(full, batch)
+    t_no, g_no = _loss_and_grads(no_cl, batch)
+    assert set(t_full) == {"senti", "contrastive"} and set(t_no) == {"senti"}
+    assert t_full["contrastive"].item() != 0  # eq. 18 as printed can be negative (its ratio can exceed 1)
+    assert torch.allclose(t_full["senti"], t_no["senti"])  # same weights, same batch, same dropout draws
+    assert any(not torch.allclose(g_full[n], g_no[n]) for n in g_no)
+
+
+def test_switch_encoder_lstm_replaces_the_encoders(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    batch = to_tensors(ds)["train"].batch(torch.arange(8))
+    torch.manual_seed(0)
+    tr = build_method("aemt", _small_cfg(params), ds.manifest).train()
+    torch.manual_seed(0)
+    lstm = build_method("aemt", _small_cfg(params, encoder="lstm"), ds.manifest).train()
+    _, g_tr = _loss_and_grads(tr, batch)
+    _, g_lstm = _loss_and_grads(lstm, batch)
+    body = lambda g: {n for n in g if n.startswith("encoders.") and ".body." in n}  # noqa: E731  E_m's parameters
+    assert body(g_tr) and body(g_lstm) and body(g_tr).isdisjoint(body(g_lstm))  # other parameters get gradients
+    assert all(isinstance(lstm.encoders[m].body, torch.nn.LSTM) for m in MODS)
+
+
+def test_switch_pretrained_file_changes_the_encoders_outputs(small_data, params, tmp_path):
+    ds = load_dataset(small_data["synth-sims"])
+    batch = to_tensors(ds)["train"].batch(torch.arange(8))
+    cfg = _small_cfg(params)
+    torch.manual_seed(5)
+    donor = build_method("aemt", cfg, ds.manifest)  # stands in for pretraining's encoders
+    spec = AEMT.encoder_spec(cfg)
+    (tmp_path / "synth-sims").mkdir()
+    torch.save({"spec": spec.as_dict(), "in_dims": {m: donor.encoders[m].in_dim for m in MODS},
+                "encoders": {m: donor.encoders[m].state_dict() for m in MODS}}, tmp_path / "synth-sims" / "encoders.pt")
+    scratch, pre = _twin(params, ds, cfg, replace(cfg, pretrained=str(tmp_path / "{dataset}")))
+    assert scratch.on_train_start() == {}
+    assert pre.on_train_start()["pretrained_encoders"]["path"].endswith("encoders.pt")
+    scratch.eval(), pre.eval()
+    assert not torch.allclose(scratch(batch)["pred"], pre(batch)["pred"])
+    for m in MODS:
+        assert torch.equal(pre.encoders[m].conv.weight, donor.encoders[m].conv.weight)
+    # a file pretrained with another text input or kernels is refused
+    with pytest.raises(config.ConfigError, match="text_input"):
+        build_method("aemt", replace(cfg, pretrained=str(tmp_path / "{dataset}"), text_input="first_word"),
+                     ds.manifest).on_train_start()
+
+
+@pytest.mark.parametrize("switch", [{"weak_positives": "unimodal"}, {"contrastive_denominator": "all"},
+                                    {"text_input": "first_word"}])
+def test_switch_changes_the_loss_with_the_same_weights_and_batch(small_data, params, switch):
+    ds = load_dataset(small_data["synth-sims"])
+    batch = to_tensors(ds)["train"].batch(torch.arange(16))
+    assert "y_T" in batch  # unimodal labels (synth-sims has them)
+    a, b = _twin(params, ds, _small_cfg(params), _small_cfg(params, **switch))
+    assert any(getattr(a.cfg, k) != v for k, v in switch.items())
+    t_a, _ = _loss_and_grads(a, batch)
+    t_b, _ = _loss_and_grads(b, batch)
+    assert not torch.allclose(t_a["contrastive"], t_b["contrastive"])
+
+
+def test_aemt_applies_mults_text_dropout_in_training(small_data, params):
+    ds = load_dataset(small_data["synth-sims"])
+    batch = to_tensors(ds)["train"].batch(torch.arange(8))
+    a, b = _twin(params, ds, _small_cfg(params, contrastive_weight=0.0),
+                 _small_cfg(params, contrastive_weight=0.0, text_dropout=0.5))
+    t_a, _ = _loss_and_grads(a, batch)
+    t_b, _ = _loss_and_grads(b, batch)
+    assert not torch.allclose(t_a["senti"], t_b["senti"])
+    a.eval(), b.eval()
+    assert torch.allclose(a(batch)["pred"], b(batch)["pred"])

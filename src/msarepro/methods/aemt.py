@@ -1,8 +1,10 @@
 """AE-MT: autoencoder-based self-supervised pretraining, then MulT with a contrastive auxiliary task
 (Feng, Wang, Cao, Lin; Information Sciences 2024). Fine-tuning stage (section 3.3); pretraining is in pretrain/.
 
-    text features (or a fine-tuned text encoder), audio, vision -> average-pooled to `pool_len` (section 4.2.1)
-    per modality: Conv1D (eq. 1) + encoder E_m (eq. 2), initialised from `msarepro pretrain`'s encoders.pt
+    text features (or a fine-tuned text encoder): the first word's vector (section 3.2.1; `text_input`)
+    audio, vision (and a `sequence` text) -> average-pooled to `pool_len` (section 4.2.1)
+    text -> MulT's text dropout (training); per modality: Conv1D with kernel k_m (eq. 1; MulT's conv_kernel_<m>)
+    + encoder E_m (eq. 2), initialised from `msarepro pretrain`'s encoders.pt
     MulT's fusion (MulTFusion: six cross-modal transformers, concatenation per target, self-attention, FC;
     eqs. 11-14, methods/mult.py), held by this model next to its own encoders and contrastive term
     L = L_senti (MSE, eq. 15) + lambda_2 * L_con (eqs. 16-18)                                       (eq. 19)
@@ -32,7 +34,7 @@ from ..config import ConfigError
 from ..io import sha256_file
 from . import register
 from .base import Method
-from .modality_encoder import MODS, EncoderSpec, ModalityEncoder, pool_inputs
+from .modality_encoder import MODS, TEXT_INPUTS, EncoderSpec, ModalityEncoder, encoder_inputs
 from .mult import MulT, MulTFusion
 from .text_encoder import TextEncoder
 
@@ -88,10 +90,11 @@ class AEMT(Method):
         sp_dropout: float = 0.1  # rate of the strong positive's dropout mask, eq. 16 (not printed)
         weak_positives: str = "polarity"  # polarity (of M) | unimodal (T, A, V polarities all equal)
         contrastive_denominator: str = "negatives"  # negatives (eq. 18 as printed) | all (InfoNCE form)
+        text_input: str = "first_word"  # first_word (section 3.2.1) | sequence (every token, pooled)
 
         def validate(self, where: str) -> None:
             choices = {"encoder": ("transformer", "lstm"), "weak_positives": ("polarity", "unimodal"),
-                       "contrastive_denominator": ("negatives", "all")}
+                       "contrastive_denominator": ("negatives", "all"), "text_input": TEXT_INPUTS}
             for key, ok in choices.items():
                 if getattr(self, key) not in ok:
                     raise ConfigError(f"{where}.{key}: {getattr(self, key)!r}; expected one of {', '.join(ok)}")
@@ -106,13 +109,14 @@ class AEMT(Method):
         self.text = TextEncoder(cfg.text_encoder, manifest)
         in_dims = {"text": self.text.out_dim, "audio": manifest.modalities["audio"]["dim"],
                    "vision": manifest.modalities["vision"]["dim"]}
-        self.encoders = nn.ModuleDict({m: ModalityEncoder(in_dims[m], self.encoder_spec(cfg)) for m in MODS})
+        self.encoders = nn.ModuleDict({m: ModalityEncoder(in_dims[m], self.encoder_spec(cfg), m) for m in MODS})
 
     @staticmethod
     def encoder_spec(cfg: Config) -> EncoderSpec:
         """The modality encoders' architecture; pretraining builds its autoencoders from the same fields."""
-        return EncoderSpec(dim=cfg.dim, heads=cfg.heads, layers=cfg.encoder_layers, kernel=cfg.conv_kernel,
-                           arch=cfg.encoder, dropout=cfg.encoder_dropout, pool_len=cfg.pool_len)
+        return EncoderSpec(dim=cfg.dim, heads=cfg.heads, layers=cfg.encoder_layers, kernel_text=cfg.kernel("text"),
+                           kernel_audio=cfg.kernel("audio"), kernel_vision=cfg.kernel("vision"), arch=cfg.encoder,
+                           dropout=cfg.encoder_dropout, pool_len=cfg.pool_len, text_input=cfg.text_input)
 
     def pretrained_dir(self) -> Path | None:
         return Path(self.cfg.pretrained.format(dataset=self.manifest.name)) if self.cfg.pretrained else None
@@ -147,12 +151,15 @@ class AEMT(Method):
                                         "pool_size": ck.get("pool_size")}}
 
     def encode_inputs(self, batch: dict[str, torch.Tensor], input_dropout: float = 0.0):
-        """Per modality: (B, Lm, Dm) -> pooled -> [dropout mask, eq. 16] -> H_m (B, L, d), mask (B, L)."""
+        """Per modality: (B, Lm, Dm) -> first word / pooled -> [dropout mask, eq. 16] -> H_m (B, L, d), mask (B, L).
+        The text also gets MulT's text dropout (`text_dropout`, training only) before its encoder."""
         text, text_mask = self.text(batch)
-        inputs = pool_inputs({"text": (text, text_mask), "audio": (batch["audio"], batch["audio_mask"]),
-                              "vision": (batch["vision"], batch["vision_mask"])}, self.cfg.pool_len)
+        inputs = encoder_inputs({"text": (text, text_mask), "audio": (batch["audio"], batch["audio_mask"]),
+                                 "vision": (batch["vision"], batch["vision_mask"])}, self.encoder_spec(self.cfg))
         out = {}
         for m, (x, mask) in inputs.items():
+            if m == "text":
+                x = F.dropout(x, self.cfg.text_dropout, self.training)
             if input_dropout > 0:
                 x = x * (torch.rand_like(x) >= input_dropout).to(x.dtype)  # X^sp = dropout(X): entries set to 0
             out[m] = (self.encoders[m](x, mask), mask)  # eqs. 1-2

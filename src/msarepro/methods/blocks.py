@@ -30,25 +30,39 @@ def sinusoidal_positions(length: int, dim: int, device=None) -> torch.Tensor:
 
 
 def transformer_encoder(dim: int, heads: int, layers: int, ff: int | None = None, dropout: float = 0.1,
-                        activation: str = "relu") -> nn.TransformerEncoder:
-    """Batch-first pre-norm transformer encoder; pass src_key_padding_mask = ~mask."""
+                        activation: str = "relu", attn_dropout: float | None = None,
+                        res_dropout: float | None = None, final_norm: bool = False) -> nn.TransformerEncoder:
+    """Batch-first pre-norm transformer encoder; pass src_key_padding_mask = ~mask.
+
+    `dropout` is torch's single rate (attention weights, after the feed-forward activation, both residual
+    branches); `attn_dropout` / `res_dropout`, when given, replace it on the attention weights / on the residual
+    branches (MulT's separate attention, relu and residual dropouts). `final_norm`: a LayerNorm after the last
+    layer (as MulT's transformers end)."""
     layer = nn.TransformerEncoderLayer(dim, heads, ff or 4 * dim, dropout, activation=activation,
                                        batch_first=True, norm_first=True)
-    return nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+    if attn_dropout is not None:
+        layer.self_attn.dropout = attn_dropout
+    if res_dropout is not None:
+        layer.dropout1, layer.dropout2 = nn.Dropout(res_dropout), nn.Dropout(res_dropout)
+    return nn.TransformerEncoder(layer, layers, norm=nn.LayerNorm(dim) if final_norm else None,
+                                 enable_nested_tensor=False)
 
 
 class CrossModalLayer(nn.Module):
     """One cross-modal attention block (MulT, Tsai et al. 2019): queries from the target modality attend to
     the source modality; pre-norm, residual, position-wise feed-forward."""
 
-    def __init__(self, dim: int, heads: int, dropout: float = 0.1, attn_dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.1, attn_dropout: float = 0.0,
+                 res_dropout: float | None = None):
+        """dropout: after the feed-forward ReLU (MulT's relu dropout) and, unless `res_dropout` is given, on both
+        residual branches; attn_dropout: on the attention weights."""
         super().__init__()
         self.norm_q = nn.LayerNorm(dim)
         self.norm_kv = nn.LayerNorm(dim)
         self.attn = nn.MultiheadAttention(dim, heads, dropout=attn_dropout, batch_first=True)
         self.norm_ff = nn.LayerNorm(dim)
         self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(4 * dim, dim))
-        self.drop = nn.Dropout(dropout)
+        self.drop = nn.Dropout(dropout if res_dropout is None else res_dropout)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
         """q: (B, Lq, D), kv: (B, Lk, D), kv_mask: (B, Lk) -> (B, Lq, D)."""
@@ -61,9 +75,11 @@ class CrossModalLayer(nn.Module):
 class CrossModalTransformer(nn.Module):
     """A stack of CrossModalLayer: source modality -> target modality (B, Lq, D)."""
 
-    def __init__(self, dim: int, heads: int, layers: int, dropout: float = 0.1, attn_dropout: float = 0.0):
+    def __init__(self, dim: int, heads: int, layers: int, dropout: float = 0.1, attn_dropout: float = 0.0,
+                 res_dropout: float | None = None):
         super().__init__()
-        self.layers = nn.ModuleList(CrossModalLayer(dim, heads, dropout, attn_dropout) for _ in range(layers))
+        self.layers = nn.ModuleList(CrossModalLayer(dim, heads, dropout, attn_dropout, res_dropout)
+                                    for _ in range(layers))
         self.norm = nn.LayerNorm(dim)
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:

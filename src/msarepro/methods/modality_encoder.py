@@ -2,8 +2,10 @@
 `msarepro pretrain` (pretrain/autoencoder.py) pretrains inside its autoencoders. Not a method itself.
 
 Per modality m in {text, audio, vision} (B = batch, L = sequence length, D_m = input width, d = model width):
-    X_m (B, L, D_m) --average pooling to `pool_len` positions (section 4.2.1; optional)
-        --Conv1D, kernel k_m (eq. 1)--> F_m (B, L, d) --E_m (eq. 2)--> H_m (B, L, d)
+    text: the vector of the first word (section 3.2.1, `text_input: first_word`) -> (B, 1, D_t), or the whole
+        token sequence (`text_input: sequence`)
+    X_m (B, L, D_m) --average pooling to `pool_len` positions (section 4.2.1; optional; a first-word text stays
+        one position)--> --Conv1D, kernel k_m (eq. 1)--> F_m (B, L, d) --E_m (eq. 2)--> H_m (B, L, d)
 E_m is a transformer stack (Table 2) or an LSTM (Table 5, "w/o TR"); the transformer gets sinusoidal positions
 added to F_m (the paper does not say how E_m learns order).
 """
@@ -20,16 +22,25 @@ MODS = ("text", "audio", "vision")
 Inputs = dict[str, tuple[torch.Tensor, torch.Tensor]]  # modality -> (sequence (B, L, D), mask (B, L))
 
 
+TEXT_INPUTS = ("first_word", "sequence")
+
+
 @dataclass(frozen=True)
 class EncoderSpec:
-    """The architecture of one modality encoder; stored with pretrained weights and checked when loading."""
+    """The architecture of the modality encoders; stored with pretrained weights and checked when loading."""
     dim: int  # d
     heads: int
     layers: int  # encoder layers (Table 2: 3)
-    kernel: int  # k_m, odd (length is kept)
+    kernel_text: int  # k_m of eq. 1 per modality, odd (length is kept)
+    kernel_audio: int
+    kernel_vision: int
     arch: str  # "transformer" | "lstm" (Table 5, w/o TR)
     dropout: float
     pool_len: int  # common length every modality is average-pooled to (section 4.2.1); 0 = not pooled
+    text_input: str = "first_word"  # first_word (section 3.2.1) | sequence (every token)
+
+    def kernel(self, modality: str) -> int:
+        return getattr(self, f"kernel_{modality}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -59,6 +70,20 @@ def pool_inputs(inputs: Inputs, length: int) -> Inputs:
     return {m: average_pool(x, mask, length) for m, (x, mask) in inputs.items()}
 
 
+def encoder_inputs(inputs: Inputs, spec: EncoderSpec) -> Inputs:
+    """What the encoders read, in pretraining and fine-tuning alike. text_input "first_word": the text is its
+    first position only (B, 1, D_t), "the vector of the first word as the whole sentence embedding" (section
+    3.2.1; BERT's [CLS] in MMSA's features) and is not pooled; the other modalities (and a "sequence" text) are
+    average-pooled to `pool_len` (section 4.2.1)."""
+    if spec.text_input not in TEXT_INPUTS:
+        raise ValueError(f"text_input {spec.text_input!r}: expected one of {', '.join(TEXT_INPUTS)}")
+    if spec.text_input == "sequence":
+        return pool_inputs(inputs, spec.pool_len)
+    x, mask = inputs["text"]
+    out = pool_inputs({m: v for m, v in inputs.items() if m != "text"}, spec.pool_len)
+    return {"text": (x[:, :1], torch.ones_like(mask[:, :1])), **out}
+
+
 def same_conv1d(in_dim: int, out_dim: int, kernel: int) -> nn.Conv1d:
     """Conv1D that keeps the sequence length (odd kernel, symmetric padding): eq. 1 and eq. 4."""
     if kernel < 1 or kernel % 2 == 0:
@@ -81,10 +106,10 @@ def run_lstm(lstm: nn.LSTM, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
 class ModalityEncoder(nn.Module):
     """Eqs. 1-2: X_m (B, L, D_m) -> H_m (B, L, d)."""
 
-    def __init__(self, in_dim: int, spec: EncoderSpec):
+    def __init__(self, in_dim: int, spec: EncoderSpec, modality: str):
         super().__init__()
         self.in_dim, self.spec = in_dim, spec
-        self.conv = same_conv1d(in_dim, spec.dim, spec.kernel)  # eq. 1
+        self.conv = same_conv1d(in_dim, spec.dim, spec.kernel(modality))  # eq. 1, kernel k_m
         if spec.arch == "transformer":
             self.body = transformer_encoder(spec.dim, spec.heads, spec.layers, dropout=spec.dropout)
         elif spec.arch == "lstm":

@@ -33,7 +33,7 @@ from ..methods.modality_encoder import MODS, EncoderSpec, Inputs, ModalityEncode
 class ModalityDecoder(nn.Module):
     """Eqs. 3-4: H_m (B, L, d) -> X^_m (B, L, D_m)."""
 
-    def __init__(self, out_dim: int, spec: EncoderSpec, layers: int):
+    def __init__(self, out_dim: int, spec: EncoderSpec, layers: int, modality: str):
         super().__init__()
         self.spec = spec
         if spec.arch == "transformer":
@@ -43,7 +43,7 @@ class ModalityDecoder(nn.Module):
         else:
             self.body = nn.LSTM(spec.dim, spec.dim, layers, batch_first=True,
                                 dropout=spec.dropout if layers > 1 else 0.0)
-        self.conv = same_conv1d(spec.dim, out_dim, spec.kernel)  # eq. 4
+        self.conv = same_conv1d(spec.dim, out_dim, spec.kernel(modality))  # eq. 4, kernel k_m
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.spec.arch == "lstm":
@@ -60,13 +60,13 @@ class Autoencoders(nn.Module):
     def __init__(self, in_dims: dict[str, int], spec: EncoderSpec, decoder_layers: int):
         super().__init__()
         self.spec = spec
-        self.encoders = nn.ModuleDict({m: ModalityEncoder(in_dims[m], spec) for m in MODS})
-        self.decoders = nn.ModuleDict({m: ModalityDecoder(in_dims[m], spec, decoder_layers) for m in MODS})
+        self.encoders = nn.ModuleDict({m: ModalityEncoder(in_dims[m], spec, m) for m in MODS})
+        self.decoders = nn.ModuleDict({m: ModalityDecoder(in_dims[m], spec, decoder_layers, m) for m in MODS})
         d = spec.dim
         self.classifier = nn.Sequential(nn.Linear(3 * d, d), nn.ReLU(), nn.Linear(d, 1))
 
     def forward(self, inputs: Inputs) -> dict:
-        """inputs (already pooled) -> hidden {m: (B, L, d)}, recon {m: (B, L, D_m)}, logit (B,)."""
+        """inputs (as `encoder_inputs` gives them) -> hidden {m: (B, L, d)}, recon {m: (B, L, D_m)}, logit (B,)."""
         hidden = {m: self.encoders[m](*inputs[m]) for m in MODS}
         recon = {m: self.decoders[m](hidden[m], inputs[m][1]) for m in MODS}
         pooled = torch.cat([masked_mean(hidden[m], inputs[m][1]) for m in MODS], dim=-1)  # F^tamper (B, 3d), eq. 7

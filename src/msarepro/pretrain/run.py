@@ -42,7 +42,7 @@ from ..data.placement import raw_dir_for
 from ..io import atomic_path, write_json
 from ..methods import method_config
 from ..methods.aemt import AEMT
-from ..methods.modality_encoder import MODS, pool_inputs
+from ..methods.modality_encoder import MODS, encoder_inputs
 from ..runtime import pick_device, seed_everything
 from ..runtime import progress as progress_bar
 from .autoencoder import Autoencoders, consistency_loss, reconstruction_loss, tamper
@@ -81,8 +81,8 @@ def pool_split(ds, pool: str, preset: str) -> tuple[SplitTensors, dict[str, int]
     return tensors, {n: len(p) for n, p in zip(names, parts)}
 
 
-def _inputs(batch: dict, pool_len: int):
-    return pool_inputs({m: (batch[m], batch[f"{m}_mask"]) for m in MODS}, pool_len)
+def _inputs(batch: dict, spec):
+    return encoder_inputs({m: (batch[m], batch[f"{m}_mask"]) for m in MODS}, spec)  # first word, pooling
 
 
 def _step_figures(model, inputs, p, gen, weight) -> dict[str, torch.Tensor]:
@@ -95,7 +95,7 @@ def _step_figures(model, inputs, p, gen, weight) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig, pool_len: int, seed: int,
+def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig, spec, seed: int,
              device) -> dict[str, float]:
     """Held-out figures with a tampering fixed by `seed` (the same every epoch)."""
     model.eval()
@@ -103,7 +103,7 @@ def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig,
     sums, n = {}, 0
     for s in range(0, len(idx), cfg.batch_size):
         batch = to_device(split.batch(idx[s:s + cfg.batch_size]), device)
-        f = _step_figures(model, _inputs(batch, pool_len), cfg.tamper_p, gen, cfg.consistency_weight)
+        f = _step_figures(model, _inputs(batch, spec), cfg.tamper_p, gen, cfg.consistency_weight)
         k = len(batch["index"])
         for name, v in f.items():
             sums[name] = sums.get(name, 0.0) + float(v) * k
@@ -134,7 +134,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     sched = (torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=cfg.plateau_patience)
              if cfg.plateau_patience > 0 else None)
     eval_seed = seed + 7919
-    initial = evaluate(model, pool, held_idx, cfg, spec.pool_len, eval_seed, dev)
+    initial = evaluate(model, pool, held_idx, cfg, spec, eval_seed, dev)
     history, best, best_state, bad = [], None, None, 0
     t0 = time.perf_counter()
     bar = progress_bar(range(cfg.epochs), f"pretrain/{manifest.name}/{seed}", unit="epoch", enabled=progress)
@@ -148,7 +148,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
             if len(idx) < 2:
                 continue
             batch = to_device(pool.batch(idx), dev)
-            f = _step_figures(model, _inputs(batch, spec.pool_len), cfg.tamper_p, gen, cfg.consistency_weight)
+            f = _step_figures(model, _inputs(batch, spec), cfg.tamper_p, gen, cfg.consistency_weight)
             opt.zero_grad(set_to_none=True)
             f["loss"].backward()
             if cfg.grad_clip > 0:
@@ -157,7 +157,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
             for name, v in f.items():
                 sums[name] = sums.get(name, 0.0) + float(v.detach()) * len(idx)
             n += len(idx)
-        held = evaluate(model, pool, held_idx, cfg, spec.pool_len, eval_seed, dev)
+        held = evaluate(model, pool, held_idx, cfg, spec, eval_seed, dev)
         row = {"epoch": epoch, **{f"train_{k}": v / max(n, 1) for k, v in sums.items()},
                **{f"heldout_{k}": v for k, v in held.items()}, "lr": opt.param_groups[0]["lr"]}
         history.append(row)
