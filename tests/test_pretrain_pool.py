@@ -148,7 +148,7 @@ def test_consistency_weight_switch_changes_the_loss_and_the_gradients(small_data
     def grads(weight):
         model.zero_grad(set_to_none=True)
         gen = torch.Generator().manual_seed(3)  # the same tampering both times
-        f = _step_figures(model, _inputs(batch, spec.pool_len), 0.5, gen, weight)
+        f = _step_figures(model, _inputs(batch, spec), 0.5, gen, weight)
         f["loss"].backward()
         return f, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
