@@ -58,10 +58,11 @@ def test_same_seed_same_metrics_bit_for_bit(tmp_path, small_data):
     assert (tmp_path / "a/metrics.json").read_bytes() != (tmp_path / "c/metrics.json").read_bytes()
 
 
-def _cli_train(out, data_dir, extra_env=None, resume=False):
-    cmd = [sys.executable, "-m", "msarepro.cli", "train", "--model", "lf_dnn", "--dataset", str(data_dir),
-           "--seed", "5", "--out", str(out), "--params", str(ROOT / "params.yaml"), "--no-progress",
-           "-S", "methods.lf_dnn.max_epochs=4", "-S", "methods.lf_dnn.patience=10", "-S", "methods.lf_dnn.batch_size=16"]
+def _cli_train(out, data_dir, extra_env=None, resume=False, model="lf_dnn", sets=None):
+    sets = sets or [f"methods.{model}.max_epochs=4", f"methods.{model}.patience=10", f"methods.{model}.batch_size=16"]
+    cmd = [sys.executable, "-m", "msarepro.cli", "train", "--model", model, "--dataset", str(data_dir),
+           "--seed", "5", "--out", str(out), "--params", str(ROOT / "params.yaml"), "--no-progress"]
+    cmd += [a for kv in sets for a in ("-S", kv)]
     if resume:
         cmd.append("--resume")
     env = {**os.environ, **(extra_env or {})}
@@ -80,6 +81,69 @@ def test_kill9_then_resume_matches_uninterrupted(tmp_path, small_data):
     assert resumed.returncode == 0, resumed.stderr
     for f in ("metrics.json", "predictions.csv", "history.csv"):
         assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
+
+
+# SFTTR's two stages (pretraining epoch 0, fusion epochs 1-2): the kill points fall in the first fusion epoch
+# (the checkpoint holds the pretraining stage's optimizer; the resumed loop starts the fusion stage afresh) and
+# after the boundary (the checkpoint holds the fusion stage's optimizer and schedule); with the bank, epoch 2
+# does not refresh it, so the resumed run must retrieve from the checkpointed bank.
+_TWO_STAGES = [f"methods.sfttr.presets.synth-sims.{kv}" for kv in ("max_epochs=3", "patience=10", "pretrain_epochs=1")]
+
+
+@pytest.mark.parametrize("kill_at,extra", [("1:2", []), ("2:1", ["methods.sfttr.presets.synth-sims.pairs_from=bank"])],
+                         ids=["in-first-fusion-epoch", "after-boundary-bank"])
+def test_resume_across_stage_boundary_matches_uninterrupted(kill_at, extra, tmp_path, small_data):
+    data = small_data["synth-sims"]
+    sets = _TWO_STAGES + extra
+    full = _cli_train(tmp_path / "full", data, model="sfttr", sets=sets)
+    assert full.returncode == 0, full.stderr
+    killed = _cli_train(tmp_path / "cut", data, {"MSAREPRO_KILL_AT": kill_at}, model="sfttr", sets=sets)
+    assert killed.returncode == -9
+    resumed = _cli_train(tmp_path / "cut", data, resume=True, model="sfttr", sets=sets)
+    assert resumed.returncode == 0, resumed.stderr
+    for f in ("metrics.json", "predictions.csv", "history.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
+
+
+def test_each_stage_gets_a_fresh_optimizer_and_its_own_warmup(tmp_path, small_data, monkeypatch):
+    """SFTTR with pretrain_epochs 1 of 3 at batch 8: stage 1 (epoch 0) has S steps, stage 2 (epochs 1-2) 2S. Each
+    stage builds its own optimizer; the first fusion step runs with empty optimizer state at the first warm-up
+    value of the fusion schedule, lr / int(0.1 * 2S), not at a point of one schedule over the whole run."""
+    import math
+
+    from msarepro import train as train_mod
+
+    made = []  # (model, optimizer, [(lr, number of parameters with state) before each step])
+    real = train_mod.make_optimizer
+
+    def recording(model, cfg):
+        opt = real(model, cfg)
+        log = []
+        opt.register_step_pre_hook(lambda o, args, kwargs: log.append((o.param_groups[0]["lr"], len(o.state))))
+        made.append((model, opt, log))
+        return opt
+
+    monkeypatch.setattr(train_mod, "make_optimizer", recording)
+    params = fast_params(3, **{"methods.sfttr.presets.synth-sims.batch_size": 8, "methods.sfttr.pretrain_epochs": 1,
+                               "methods.sfttr.pretrain_lr": 4.0e-4})
+    run(params, RunSpec("sfttr", str(small_data["synth-sims"]), 1111, tmp_path / "r", progress=False))
+    from msarepro.data import load_dataset
+    from msarepro.data.loader import to_tensors
+    n_train = len(to_tensors(load_dataset(small_data["synth-sims"]))["train"])
+    S = math.ceil(n_train / 8)
+    assert len(made) == 2 and [len(log) for _, _, log in made] == [S, 2 * S]
+    (model, pre_opt, pre), (_, fusion_opt, fusion) = made
+    warm0, warm1 = int(0.1 * S), int(0.1 * 2 * S)
+    assert warm1 >= 2
+    assert pre[0] == (pytest.approx(4.0e-4 / max(warm0, 1)), 0)  # the encoders' stage at pretrain_lr
+    lr, n_state = fusion[0]
+    assert n_state == 0  # fresh: no moment estimates carried over from the encoders' stage
+    assert lr == pytest.approx(1.0e-3 / warm1)  # the fusion schedule's first warm-up step (synth preset lr 1e-3)
+    assert fusion[warm1 - 1][0] == pytest.approx(1.0e-3)  # warm-up reaches lr at the stage's own 10%
+    names = {id(p): n for n, p in model.named_parameters()}
+    tracked = [{names[id(p)] for g in o.param_groups for p in g["params"]} for o in (pre_opt, fusion_opt)]
+    assert tracked[0] == {n for n in names.values() if n.startswith(("text.", "encoders.", "pretrain_heads."))}
+    assert tracked[1] == {n for n in names.values() if not n.startswith(("text.", "encoders.text.", "pretrain_heads."))}
 
 
 def test_resume_with_other_config_is_refused(tmp_path, small_data):

@@ -5,6 +5,10 @@ selection protocols can be computed later without retraining), selects on VALID 
 early when VALID has not improved for `patience` epochs. The reported TEST metrics are those of the epoch chosen
 on VALID. `resume=True` continues from the last checkpoint and ends with the same result, bit for bit on CPU, as
 an uninterrupted run: shuffling uses a generator seeded per epoch and the RNG states are checkpointed.
+A method may train in stages (`Method.stage_starts`, e.g. SFTTR's unimodal pretraining, then fusion): each stage
+gets a fresh optimizer and its own schedule (warm-up and decay over that stage's epochs); the checkpoint holds
+the current stage's optimizer and scheduler. Per-epoch counters a method reports (`Method.count`) become
+history.csv columns `train_<name>`.
 
 Run directory (all files written atomically):
     metrics.json  predictions.csv  history.csv  config.json  best.pt  checkpoint.pt  timing.json
@@ -42,8 +46,9 @@ def make_optimizer(model, cfg: MethodConfig) -> torch.optim.Optimizer:
     raise ConfigError(f"methods.{model.name}.optimizer: {cfg.optimizer!r}; expected adam or adamw")
 
 
-def make_scheduler(opt, cfg: MethodConfig, steps_per_epoch: int):
-    total = max(1, cfg.max_epochs * steps_per_epoch)
+def make_scheduler(opt, cfg: MethodConfig, steps_per_epoch: int, epochs: int | None = None):
+    """The schedule of one training stage of `epochs` epochs (default: the whole run, cfg.max_epochs)."""
+    total = max(1, (cfg.max_epochs if epochs is None else epochs) * steps_per_epoch)
     warm = int(cfg.warmup_ratio * total)
     if cfg.scheduler == "none":
         return None
@@ -100,9 +105,15 @@ def run(params: Params, spec: RunSpec) -> dict:
     splits = to_tensors(ds)
     model = build_method(spec.model, cfg, manifest).to(device)
     inputs = model.on_train_start()  # external inputs, e.g. AE-MT's pretrained encoders
-    opt = make_optimizer(model, cfg)
     steps = math.ceil(len(splits["train"]) / cfg.batch_size)
-    sched = make_scheduler(opt, cfg, steps)
+    starts = _stage_starts(model, cfg)
+
+    def build_stage(k: int):
+        """A fresh optimizer and schedule for stage k, over the parameters the method trains in it."""
+        model.enter_stage(k)
+        opt = make_optimizer(model, cfg)
+        end = starts[k + 1] if k + 1 < len(starts) else cfg.max_epochs
+        return opt, make_scheduler(opt, cfg, steps, end - starts[k])
     y = {s: splits[s].tensors["y"].numpy() for s in ("valid", "test")}
 
     resolved = {"model": spec.model, "dataset": spec.dataset, "dataset_name": manifest.name, "seed": spec.seed,
@@ -113,17 +124,22 @@ def run(params: Params, spec: RunSpec) -> dict:
         resolved["method_inputs"] = inputs
     state = {"epoch": -1, "best_epoch": -1, "best_value": None, "bad_epochs": 0, "history": []}
     ckpt_path = out / "checkpoint.pt"
+    stage = 0
     if spec.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
         if ck["config"] != resolved:
             raise ConfigError(f"{ckpt_path}: was written with a different config; resume needs the same model, "
                               "dataset, seed and settings (or start afresh without --resume)")
         model.load_state_dict(ck["model"])
+        stage = _stage_of(starts, ck["state"]["epoch"])  # the stage whose optimizer the checkpoint holds
+        opt, sched = build_stage(stage)
         opt.load_state_dict(ck["optimizer"])
         if sched is not None:
             sched.load_state_dict(ck["scheduler"])
         state = ck["state"]
         set_rng_state(ck["rng"])
+    else:
+        opt, sched = build_stage(stage)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", resolved)
 
@@ -136,7 +152,11 @@ def run(params: Params, spec: RunSpec) -> dict:
     for epoch in bar:
         if state["bad_epochs"] >= cfg.patience:
             break
+        if _stage_of(starts, epoch) != stage:  # a new stage: fresh optimizer state and schedule
+            stage = _stage_of(starts, epoch)
+            opt, sched = build_stage(stage)
         model.on_epoch_start(epoch, splits["train"])
+        model.pop_epoch_counters()  # count only what this epoch's training batches report
         model.train()
         gen = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
         terms_sum: dict[str, float] = {}
@@ -160,7 +180,9 @@ def run(params: Params, spec: RunSpec) -> dict:
             nb += 1
             n_seen += len(batch["y"])
         row = {"epoch": epoch, "train_loss": sum(terms_sum.values()) / max(nb, 1),
-               **{f"train_{k}": v / max(nb, 1) for k, v in terms_sum.items()}, "lr": opt.param_groups[0]["lr"]}
+               **{f"train_{k}": v / max(nb, 1) for k, v in terms_sum.items()},
+               **{f"train_{k}": v for k, v in model.pop_epoch_counters().items()},  # epoch totals
+               "lr": opt.param_groups[0]["lr"]}
         outputs = {}
         for s in ("valid", "test"):
             outputs[s], row[f"{s}_loss"] = predict(model, splits[s], device)
@@ -190,6 +212,18 @@ def run(params: Params, spec: RunSpec) -> dict:
             bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
     elapsed = time.perf_counter() - t0
     return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen)
+
+
+def _stage_starts(model, cfg) -> tuple[int, ...]:
+    starts = tuple(model.stage_starts())
+    if not starts or starts[0] != 0 or any(b <= a for a, b in zip(starts, starts[1:])):
+        raise ConfigError(f"methods.{model.name}: stage_starts() must ascend strictly from epoch 0; got {starts}")
+    return starts
+
+
+def _stage_of(starts: tuple[int, ...], epoch: int) -> int:
+    """Index of the stage that epoch belongs to (epoch -1, before training, is in stage 0)."""
+    return max(k for k, s in enumerate(starts) if s <= max(epoch, 0))
 
 
 def _drop_last(model, cfg, splits) -> bool:

@@ -9,6 +9,11 @@ A method is an nn.Module with:
     param_groups()         optional per-group learning rates (e.g. a text encoder at a smaller lr)
     on_epoch_start(epoch, train_split)  optional, e.g. refreshing a retrieval bank
     on_train_start()       optional, once before training: load external inputs (pretrained weights)
+    stage_starts()         optional, the first epoch of each training stage (default: one stage from epoch 0);
+                           the loop builds a fresh optimizer and schedule at each start
+    enter_stage(stage)     optional, called before a stage's optimizer is built (and on resume inside it), so
+                           that param_groups() can return that stage's trainable parameters
+    count(name, n)         record a per-epoch counter; the loop writes each as history.csv column train_<name>
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ class Method(nn.Module):
 
     def __init__(self, cfg: MethodConfig, manifest):
         super().__init__()
+        self._epoch_counters: dict[str, float] = {}
         self.cfg = cfg
         self.manifest = manifest
         self.task = manifest.task
@@ -60,6 +66,25 @@ class Method(nn.Module):
 
     def on_epoch_start(self, epoch: int, train_split) -> None:
         pass
+
+    def stage_starts(self) -> tuple[int, ...]:
+        """The first epoch of each training stage, ascending, starting at 0. At each start the training loop builds
+        a fresh optimizer (no moment estimates carried over) and a fresh schedule whose horizon (warm-up, decay) is
+        that stage's epochs, over the parameters `param_groups()` returns after `enter_stage`."""
+        return (0,)
+
+    def enter_stage(self, stage: int) -> None:
+        """Called with the stage's index in `stage_starts()` before its optimizer is built, and on resume."""
+
+    def count(self, name: str, n: float) -> None:
+        """Add n to this epoch's counter `name` (e.g. pairs a loss wanted and could not form); the training loop
+        writes the epoch's total to history.csv as column `train_<name>`."""
+        self._epoch_counters[name] = self._epoch_counters.get(name, 0) + n
+
+    def pop_epoch_counters(self) -> dict[str, float]:
+        """The counters since the last call, and reset them (the training loop calls this once per epoch)."""
+        counters, self._epoch_counters = self._epoch_counters, {}
+        return counters
 
     def on_train_start(self) -> dict[str, Any]:
         """Called once by the training loop after the model is built, before the optimizer: load external inputs

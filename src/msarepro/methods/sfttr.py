@@ -5,7 +5,8 @@
     decomposition (sec. 3.3)       C_m = close_m(m), F_m = far_m(m): LayerNorm, Linear(-> d) + Tanh, Dropout (B, d)
     pair selection (eq. 1)         cos([T;V;A]^i, [T;V;A]^j); per anchor 2 same-label neighbours, 4 different-label
                                    outliers (2 least, 2 most similar)
-    contrastive loss (eqs. 2-8)    NT-Xent over the intra/inter-sample positive and negative pairs, mean over i (17)
+    contrastive loss (eqs. 2-8)    NT-Xent over the intra/inter-sample positive and negative pairs, mean over i (17);
+                                   eq. 4's own-sample positives (C_T^i, C_V^i), (C_T^i, C_A^i) (`eq4_pairs: text`)
     sequential fusion (eqs. 9-11)  Z_VA = CME(F_V, F_A); Z_VAT = CME(Z_VA, F_T); M = CME(Z_VAT, C_V + C_A + C_T)
     prediction (eqs. 12-13)        mean over M's 4 positions (B, d) -> MLP -> y_m; MSE
     unimodal loss (eqs. 14-16)     one MLP on each of the six features, targets [y_m, y_m, y_m, y_T, y_V, y_A];
@@ -17,15 +18,23 @@ Choices where the paper is silent (docs/methods/sfttr.md says what the authors' 
   paper's wording, "the set of samples in a batch"); "bank" is the authors' code: every `bank_refresh` epochs the
   [T;V;A] features of the whole training split are recomputed, partners are retrieved from all of it, and the
   retrieved partners are encoded alongside the batch (about 7x the encoder work). Too few candidates (a small
-  batch, a rare label) leave the missing pairs out rather than padding them.
+  batch, a rare label) leave the missing pairs out rather than padding them; every epoch history.csv counts the
+  inter-sample pairs (i, j) wanted (B x (neighbours + outliers) per batch) and those dropped
+  (train_pairs_wanted, train_pairs_dropped). A batch of B offers B - 1 candidates for 2 + 4 partners, so below
+  B = 7 pairs are always dropped: the MOSEI preset (batch 4) retrieves from the bank.
+- Eq. 4 as printed pairs (C_T^i, C_V^i) and (C_V^i, C_A^i); the text makes C_T^i the anchor that C_V^i and C_A^i
+  are pulled to, the same equation's partner half pairs (C_T^j, C_V^j), (C_T^j, C_A^j), and the authors' code
+  pairs (C_T^i, C_A^i). `eq4_pairs: text` (default) is that reading; `printed` is the equation as printed.
 - "Same label" means the same rounded M label (the authors' code). The two neighbours are drawn at random from the
   `neighbour_pool` most similar same-label samples ("randomly select two similar samples with high cosine scores").
 - Eq. 8's denominator, read literally, sums over the pairs of P^i and N^i that share the anchor a
   (`cl_denominator: anchor`); `all` sums over every pair of P^i and N^i.
 - Schedule: `pretrain_epochs: 0` trains end to end. `pretrain_epochs: K` is the authors' two stages inside the one
   loop: epochs < K train only the unimodal encoders, each with a linear head on its own label (T/A/V when the
-  dataset has them, else M); later epochs train the rest with the text encoder frozen (audio/vision stay
-  trainable). Early-stopping patience counts the pretraining epochs too, so it must exceed K.
+  dataset has them, else M), at `pretrain_lr` (sec. 4.2: 1e-4); later epochs train the rest with the text encoder
+  frozen (audio/vision stay trainable) at `lr`. Each stage has its own optimizer state and its own warm-up +
+  decay schedule over its own epochs (the loop's stages, `stage_starts`), as the authors' separate scripts do.
+  Early-stopping patience counts the pretraining epochs too, so it must exceed K.
 - Measured on the embedded data: eq. 8 sums over about 20 positive pairs per sample, so at the paper's
   beta_cl = 0.1 the contrastive term outweighs the MSE of these small models; the six features collapse in cosine
   (cos(C_T, C_V) ~ 1, cos(C_T, F_m) ~ -1, little variance across samples) and on synth-sims (labels in [-1, 1],
@@ -124,10 +133,13 @@ def select_pairs(sim: torch.Tensor, anchor_labels: torch.Tensor, cand_labels: to
     return neigh, neigh_ok, outl, outl_ok
 
 
-def contrastive_pairs(B: int, neigh: torch.Tensor, neigh_ok: torch.Tensor, outl: torch.Tensor, outl_ok: torch.Tensor):
+def contrastive_pairs(B: int, neigh: torch.Tensor, neigh_ok: torch.Tensor, outl: torch.Tensor, outl_ok: torch.Tensor,
+                      eq4: str = "text"):
     """The pair sets of eqs. 2-7 for anchors i = 0..B-1. Rows of `neigh`/`outl` index a feature table whose first
     B rows are the anchors. -> long tensors (P,) a_row, a_feat, b_row, b_feat, i (the anchor sample), group (the
-    anchor feature within P^i u N^i, for eq. 8's denominator) and bool positive; only existing pairs."""
+    anchor feature within P^i u N^i, for eq. 8's denominator) and bool positive; only existing pairs.
+    eq4: "text" makes sample i's own eq. 4 positives (C_T^i, C_V^i), (C_T^i, C_A^i) (the text's anchor C_T; the
+    authors' code); "printed" uses (C_T^i, C_V^i), (C_V^i, C_A^i) as eq. 4 is printed."""
     n, m = neigh.size(1), outl.size(1)
     part = torch.cat([neigh, outl], 1)  # (B, n+m): N^i u O^i
     part_ok = torch.cat([neigh_ok, outl_ok], 1)
@@ -139,9 +151,13 @@ def contrastive_pairs(B: int, neigh: torch.Tensor, neigh_ok: torch.Tensor, outl:
 
     one = torch.ones(B, 1, dtype=torch.bool, device=neigh.device)
     slot = torch.arange(n + m, device=neigh.device)[None]
-    # eq. 4, P_intra: (C_T^i, C_V^i), (C_V^i, C_A^i); (C_T^j, C_V^j), (C_T^j, C_A^j) for j in N^i u O^i
+    # eq. 4, P_intra: (C_T^i, C_V^i), (C_T^i, C_A^i) [printed: (C_V^i, C_A^i)]; (C_T^j, C_V^j), (C_T^j, C_A^j) for
+    # j in N^i u O^i
     add(i, C_T, i, C_V, one, True, C_T)
-    add(i, C_V, i, C_A, one, True, C_V)
+    if eq4 == "printed":
+        add(i, C_V, i, C_A, one, True, C_V)
+    else:
+        add(i, C_T, i, C_A, one, True, C_T)
     for fb in (C_V, C_A):
         add(part, C_T, part, fb, part_ok, True, 3 + slot)
     # eq. 2, P_inter: (C_m^i, C_m^j) for j in N^i
@@ -221,6 +237,7 @@ class SFTTR(Method):
         beta_cl: float = 0.1
         temperature: float = 0.5
         cl_denominator: str = "anchor"  # anchor | all
+        eq4_pairs: str = "text"  # text: (C_T^i, C_V^i), (C_T^i, C_A^i) | printed: (C_T^i, C_V^i), (C_V^i, C_A^i)
         pairs_from: str = "batch"  # batch | bank
         bank_refresh: int = 2  # epochs between bank recomputations (ConFEDE: 2)
         neighbours: int = 2
@@ -230,12 +247,14 @@ class SFTTR(Method):
         # unimodal prediction; unimodal_loss=false is Table 3's "-uni"; off anyway without T/A/V labels
         unimodal_loss: bool = True
         beta_uni: float = 0.01
-        # two-stage schedule (0 = end to end)
+        # two-stage schedule (0 = end to end); the first stage's learning rate (sec. 4.2: encoders at 1e-4)
         pretrain_epochs: int = 0
+        pretrain_lr: float = 1.0e-4
 
         def validate(self, where: str) -> None:
             choices = {"text_pool": ("cls", "transformer"), "fusion": ("sequential", "concat"),
-                       "cl_denominator": ("anchor", "all"), "pairs_from": ("batch", "bank")}
+                       "cl_denominator": ("anchor", "all"), "pairs_from": ("batch", "bank"),
+                       "eq4_pairs": ("text", "printed")}
             for key, ok in choices.items():
                 if getattr(self, key) not in ok:
                     raise ConfigError(f"{where}.{key}: {getattr(self, key)!r}; expected one of {', '.join(ok)}")
@@ -349,10 +368,30 @@ class SFTTR(Method):
             slots = B + torch.arange(B * part.size(1), device=feats.device).view(B, -1)
             neigh, outl = slots[:, :cfg.neighbours], slots[:, cfg.neighbours:]
             neigh_ok, outl_ok = neigh_ok.to(feats.device), outl_all_ok.to(feats.device)
-        pairs = contrastive_pairs(B, neigh, neigh_ok, outl, outl_ok)
+        # inter-sample pairs (i, j): wanted B x (neighbours + outliers); those without a partner are left out
+        wanted = B * (cfg.neighbours + cfg.outliers_low + cfg.outliers_high)
+        self.count("pairs_wanted", wanted)
+        self.count("pairs_dropped", wanted - int(neigh_ok.sum()) - int(outl_ok.sum()))
+        pairs = contrastive_pairs(B, neigh, neigh_ok, outl, outl_ok, cfg.eq4_pairs)
         return nt_xent(feats, pairs, B, cfg.temperature, cfg.cl_denominator)
 
     # ---- hooks ----------------------------------------------------------------------------------------------
+    def stage_starts(self) -> tuple[int, ...]:
+        """Two stages with `pretrain_epochs: K` (epochs 0..K-1 unimodal pretraining, then fusion), else one."""
+        return (0, self.cfg.pretrain_epochs) if self.cfg.pretrain_epochs else (0,)
+
+    def enter_stage(self, stage: int) -> None:
+        self.stage = "pretrain" if self.cfg.pretrain_epochs and stage == 0 else "fusion"
+
+    def get_extra_state(self):
+        """The retrieval bank is part of the training state: a resumed run must retrieve from the bank built at
+        the last refresh, not from one rebuilt with later weights (checkpoint.pt and best.pt carry it)."""
+        return {"bank": self._bank}
+
+    def set_extra_state(self, state) -> None:
+        bank = (state or {}).get("bank")
+        self._bank = None if bank is None else tuple(t.cpu() for t in bank)
+
     def on_epoch_start(self, epoch: int, train_split) -> None:
         self.stage = "pretrain" if epoch < self.cfg.pretrain_epochs else "fusion"
         self._train_split = train_split
@@ -386,10 +425,20 @@ class SFTTR(Method):
         return tuple(torch.cat([r[k] for r in res]) for k in range(4))
 
     def param_groups(self):
-        """AdamW groups: weight decay on weights, none on biases and LayerNorm (the authors' code)."""
+        """AdamW groups: weight decay on weights, none on biases and LayerNorm (the authors' code). With two stages,
+        only the current stage's trainable parameters: the unimodal encoders and their heads at `pretrain_lr` in
+        the first; everything else but the (frozen) text encoder in the second."""
         decay, no_decay = [], []
         norms = {id(p) for mod in self.modules() if isinstance(mod, nn.LayerNorm) for p in mod.parameters()}
+        unimodal = ("text.", "encoders.", "pretrain_heads.")
         for name, p in self.named_parameters():
-            if p.requires_grad:
-                (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
-        return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+            if not p.requires_grad:
+                continue
+            if self.cfg.pretrain_epochs:
+                if self.stage == "pretrain" and not name.startswith(unimodal):
+                    continue
+                if self.stage == "fusion" and name.startswith(("text.", "encoders.text.", "pretrain_heads.")):
+                    continue
+            (no_decay if name.endswith("bias") or id(p) in norms else decay).append(p)
+        extra = {"lr": self.cfg.pretrain_lr} if self.cfg.pretrain_epochs and self.stage == "pretrain" else {}
+        return [{"params": decay, **extra}, {"params": no_decay, "weight_decay": 0.0, **extra}]
