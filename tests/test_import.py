@@ -146,6 +146,19 @@ def test_cli_import_mmsa(tmp_path, capsys):
     assert load_dataset(tmp_path / "x").manifest.unimodal_labels
 
 
+def test_cli_import_mmsa_with_unlabeled_part(tmp_path):
+    """--unlabeled adds the unlabeled clips as the `unlabeled` split (without it there is none)."""
+    from msarepro.cli import main
+    from .realdata_fixtures import make_simsv2_unlabeled
+
+    p = _dump(make_mmsa(family="sims"), tmp_path / "x.pkl")
+    u = _dump(make_simsv2_unlabeled(n=20), tmp_path / "u.pkl")
+    assert main(["data", "import-mmsa", str(p), "--name", "x", "--out", str(tmp_path / "x"), "--unlabeled", str(u)]) == 0
+    assert main(["data", "import-mmsa", str(p), "--name", "y", "--out", str(tmp_path / "y")]) == 0
+    with_u, without = load_dataset(tmp_path / "x").manifest, load_dataset(tmp_path / "y").manifest
+    assert with_u.splits["unlabeled"] == 20 and "unlabeled" not in without.splits
+
+
 # ------------------------------------------------------------------------------------------------ image-text
 
 

@@ -28,7 +28,8 @@ def cmd_data_download(args) -> int:
 def cmd_data_import_mmsa(args) -> int:
     from ..data.mmsa import import_mmsa
     out = args.out or str(Path(load_params(args).data.root) / args.name)
-    m = import_mmsa(args.path, out, name=args.name, family=args.family, preset=args.preset or args.name)
+    m = import_mmsa(args.path, out, name=args.name, family=args.family, preset=args.preset or args.name,
+                    unlabeled=args.unlabeled)
     print(f"imported {args.path} as {args.name!r} into {out}: {m.splits}; non-finite values set to 0: "
           f"{m.nonfinite_replaced or 'none'}")
     return 0
@@ -130,6 +131,8 @@ def add_commands(sub) -> None:
     im.add_argument("--name", required=True, help="dataset name; then usable as --dataset NAME")
     im.add_argument("--family", choices=["mosi", "sims"], help="default: sims if the file has T/A/V labels")
     im.add_argument("--preset", help="params.yaml preset to use (default: NAME)")
+    im.add_argument("--unlabeled", help="a pickle of unlabeled clips with the same features (CH-SIMS v2's "
+                    "ch-simsv2u.pkl), imported as the `unlabeled` split that AE-MT can pretrain on")
     im.add_argument("--out", help="default: <data.root>/NAME")
     with_params(im)
     im.set_defaults(fn=cmd_data_import_mmsa)
