@@ -31,6 +31,16 @@ def params():
     return load_params(ROOT / "params.yaml")
 
 
+def pretrain_params(data_root, epochs: int, *overrides):
+    """params.yaml with data under `data_root` and the embedded datasets' pretraining capped at `epochs`."""
+    from msarepro import config
+
+    raw = config.load_raw(ROOT / "params.yaml")
+    over = [f"data.root={data_root}", f"pretrain.presets.synth-sims.epochs={epochs}",
+            f"pretrain.presets.synth-mosi.epochs={epochs}", *overrides]
+    return config.from_dict(config.apply_overrides(raw, over))
+
+
 def fast_params(max_epochs: int = 2, **extra):
     """params.yaml with every method capped at `max_epochs` (and no early stop), for quick real runs."""
     from msarepro import config

@@ -24,6 +24,7 @@ from msarepro.methods.modality_encoder import MODS, EncoderSpec, average_pool, e
 from msarepro.methods.mult import MulT, MulTFusion
 from msarepro.pretrain.autoencoder import Autoencoders, reconstruction_loss, tamper
 from msarepro.pretrain.run import run_pretraining
+from .conftest import pretrain_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -32,10 +33,7 @@ SPEC = EncoderSpec(dim=8, heads=2, layers=1, kernel_text=3, kernel_audio=3, kern
 
 
 def _params(tmp_path, *overrides):
-    raw = config.load_raw(ROOT / "params.yaml")
-    over = [f"data.root={tmp_path / 'data'}", "pretrain.presets.synth-sims.epochs=3",
-            "pretrain.presets.synth-mosi.epochs=3", *overrides]
-    return config.from_dict(config.apply_overrides(raw, over))
+    return pretrain_params(tmp_path / "data", 3, *overrides)
 
 
 def test_average_pool_is_adaptive_pooling_over_each_samples_real_positions():

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import torch
 
+from .conftest import pretrain_params
 from .realdata_fixtures import make_mmsa, make_simsv2_unlabeled
 
 from msarepro import config
@@ -28,10 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _params(tmp_path, *overrides):
-    raw = config.load_raw(ROOT / "params.yaml")
-    over = [f"data.root={tmp_path / 'data'}", "pretrain.presets.synth-sims.epochs=1",
-            "pretrain.presets.synth-mosi.epochs=1", *overrides]
-    return config.from_dict(config.apply_overrides(raw, over))
+    return pretrain_params(tmp_path / "data", 1, *overrides)
 
 
 def test_presets_follow_the_paper():
