@@ -222,8 +222,33 @@ def test_cli_tokenize_fills_the_cache_and_prints_the_record(tmp_path, capsys):
                                 "vocab_size": 30522, "max_len": 12, "source": "derived"}
     (entry,) = (tmp_path / ".tokens" / "tiny-mvsa").iterdir()
     assert entry.name.startswith("packaged-minilm-") and "-len12-text" in entry.name
+    assert main(["data", "tokenize", "tiny-mvsa", "--tokenizer", "dataset", "-S", f"data.root={tmp_path}"]) == 2
+    assert capsys.readouterr().err.startswith("msarepro: error: dataset tiny-mvsa carries raw text only and no token "
+                                              "ids of its own, so --tokenizer (a tiny-* encoder")
     ds = load_dataset(tmp_path / "tiny-mvsa")  # training's request meets the entry the command filled
     provide_tokens(ds, [TokenRequest("text_ids", "packaged-minilm", 12)], tmp_path / ".tokens")
     assert len(list((tmp_path / ".tokens" / "tiny-mvsa").iterdir())) == 1
     # the whole sentence fits in 12: ... ##va ##bly ! [SEP]
     assert ds.splits["train"].arrays["text_ids"][0].tolist() == SENTENCE_IDS[:-1] + [6321, 999, 102]
+
+
+def test_two_processes_filling_the_same_entry_at_once(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _raw_text_set(tmp_path / "ds")
+    code = ("import sys, json; from msarepro.data import load_dataset; "
+            "from msarepro.data.tokens import TokenRequest, provide_tokens; "
+            f"ds = load_dataset({str(tmp_path / 'ds')!r}); "
+            f"provide_tokens(ds, [TokenRequest('text_ids', 'packaged-minilm', 10)], {str(tmp_path / 'cache')!r}); "
+            "print(json.dumps({s: v.arrays['text_ids'].tolist() for s, v in ds.splits.items()}))")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1].decode()[-500:] for o in outs]
+    a, b = (json.loads(o[0]) for o in outs)
+    assert a == b and a["train"][0] == SENTENCE_IDS
+    (entry,) = (tmp_path / "cache" / "tiny-mvsa").iterdir()  # one complete entry, no staging folder left
+    assert (entry / "tokens.json").is_file()

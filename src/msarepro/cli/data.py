@@ -69,12 +69,16 @@ def cmd_data_tokenize(args) -> int:
 
     from ..data import load_dataset
     from ..data.registry import dataset_dir
-    from ..data.tokens import TokenRequest, cache_entry, provide_tokens
+    from ..config import ConfigError
+    from ..data.tokens import TokenRequest, cache_entry, check_request, provide_tokens
 
     params = load_params(args)
     root = dataset_dir(args.name, params.data.root)
     ds = load_dataset(root, verify_hashes=params.data.verify_hashes)
     req = TokenRequest("text_ids", args.tokenizer, args.max_len)
+    problem = check_request(ds.manifest, req, "--tokenizer")
+    if problem is not None:
+        raise ConfigError(problem)
     cache_root = Path(params.data.root) / ".tokens"
     rec = provide_tokens(ds, [req], cache_root)["text_ids"]
     where = "the dataset's own ids (nothing to cache)"
@@ -119,7 +123,7 @@ def cmd_data_check(args) -> int:
     ds = load_dataset(dataset_dir(args.name, params.data.root), verify_hashes=True)
     m = ds.manifest
     report = {"dataset": m.name, "family": m.family, "task": m.task, "metric_family": m.metric_family,
-              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "files": m.files,
+              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "raw_text": m.raw_text, "files": m.files,
               "nonfinite_replaced": m.nonfinite_replaced, "verified": "sha256 of every file"}
     if args.out:
         write_json(args.out, report)

@@ -255,7 +255,7 @@ def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_roo
     records: dict[str, dict] = {}
     modalities = dict(ds.manifest.modalities)
     for req in requests:
-        problem = check_request(ds.manifest, req, req.key)
+        problem = check_request(ds.manifest, req, f"the encoder reading {req.key}")
         if problem is not None:
             raise ConfigError(problem)
         native = _native(ds.manifest)
