@@ -230,6 +230,7 @@ def test_placed_mvsa_single_archive_is_imported_by_the_download_stage(tmp_path, 
     m = load_dataset(out).manifest
     assert m.num_classes == 3 and m.provenance["annotators"] == 1 and m.provenance["split"].startswith("random")
     assert set(m.provenance["sources"]) == {"MVSA-Single.zip"} and len(m.provenance["sources"]["MVSA-Single.zip"]) == 64
+    assert m.raw_text and "text_ids" not in m.modalities  # the download route stores raw text; ids come per method
     assert "up to date" in download("mvsa-single", out, image_size=8)
 
 

@@ -181,6 +181,11 @@ def test_requests_that_cannot_be_met_are_refused_naming_both_tokenizers(small_da
         "dataset my-mosi carries ids of 'bert-base-uncased' and no raw text; 'packaged-minilm' (text_encoder) cannot "
         "be derived: set text_encoder to a tiny-* encoder (it reads the dataset's own ids), to 'bert-base-uncased', "
         "or import a dataset with raw text")
+    features_only = Manifest(name="feats", family="trimodal", task="regression", metric_family="mosi",
+                             label_range=(-3.0, 3.0), splits={"train": 1}, modalities={})
+    assert check_request(features_only, TokenRequest("text_ids", "bert-base-uncased"), "text_encoder") == (
+        "dataset feats carries neither token ids nor raw text, so 'bert-base-uncased' (text_encoder) has no text to "
+        "read: set text_encoder to features (the dataset's text features), or import the dataset with its raw text")
     with pytest.raises(ConfigError, match="synth-mvsa vocabulary.*microsoft/deberta-v3-base"):
         provide_tokens(load_dataset(small_data["synth-mvsa"]),
                        [TokenRequest("text_ids", "microsoft/deberta-v3-base")], tmp_path / "cache")

@@ -97,36 +97,32 @@ def _native(manifest: Manifest) -> dict | None:
     return manifest.modalities.get("text_ids")
 
 
-def _native_name(manifest: Manifest) -> str:
-    rec = _native(manifest)
-    if rec is None:
-        return "raw text only" if manifest.raw_text else "no token ids and no raw text"
-    return rec.get("tokenizer", "an unrecorded tokenizer")
-
-
 def check_request(manifest: Manifest, req: TokenRequest, where: str) -> str | None:
     """Static (manifest only, nothing loaded): None if the request can be met, else ONE problem sentence naming
-    the dataset's tokenizer, the requested tokenizer and the setting or command that fixes it."""
+    the dataset's tokenizer (its ids' tokenizer, or 'raw text only'), the requested tokenizer and the setting or
+    command that fixes it."""
     native = _native(manifest)
     ds = manifest.name
+    if native is None and not manifest.raw_text:
+        return (f"dataset {ds} carries neither token ids nor raw text, so {req.tokenizer!r} ({where}) has no text "
+                f"to read: set {where} to features (the dataset's text features), or import the dataset with its "
+                "raw text")
     if req.tokenizer == DATASET_TOKENIZER:
         if native is not None:
             return None
-        return (f"dataset {ds} carries {_native_name(manifest)} and no token ids of its own, so {where} (a tiny-* "
-                f"encoder, reading the dataset's own ids) has nothing to read: set {where} to packaged-minilm, a "
-                "Hugging Face model name or a local model folder (its ids are derived from the raw text and cached)")
+        return (f"dataset {ds} carries raw text only and no token ids of its own, so {where} (a tiny-* encoder, "
+                f"reading the dataset's own ids) has nothing to read: set {where} to packaged-minilm, a Hugging "
+                "Face model name or a local model folder (its ids are derived from the raw text and cached)")
     if native is not None and native.get("tokenizer") == req.tokenizer:
         return None
     if manifest.raw_text:
         return None
     fixes = [f"set {where} to a tiny-* encoder (it reads the dataset's own ids)"]
-    if native is not None and "tokenizer" in native and not str(native["tokenizer"]).startswith(EMBEDDED_PREFIX):
+    if "tokenizer" in native and not str(native["tokenizer"]).startswith(EMBEDDED_PREFIX):
         fixes.append(f"to {native['tokenizer']!r}")
     fixes.append("or import a dataset with raw text")
-    carries = f"ids of {native.get('tokenizer', 'an unrecorded tokenizer')!r}" if native is not None else \
-        "no token ids"
-    return (f"dataset {ds} carries {carries} and no raw text; {req.tokenizer!r} ({where}) cannot be derived: "
-            + ", ".join(fixes))
+    return (f"dataset {ds} carries ids of {native.get('tokenizer', 'an unrecorded tokenizer')!r} and no raw text; "
+            f"{req.tokenizer!r} ({where}) cannot be derived: " + ", ".join(fixes))
 
 
 def _labels_texts(ds: CanonicalDataset) -> tuple[str, dict[str, list[str]]]:
