@@ -191,9 +191,8 @@ def test_requests_that_cannot_be_met_are_refused_naming_both_tokenizers(small_da
                        [TokenRequest("text_ids", "microsoft/deberta-v3-base")], tmp_path / "cache")
 
 
-def test_native_ids_of_another_vocabulary_are_refused(tmp_path):
-    """A dataset whose ids claim packaged-minilm but were made with another vocabulary (hash differs)."""
-    ids = np.array([[101, 2000, 102, 0]] * 2, np.int64)
+def _native_set(root, ids, vocab_sha):
+    """A trimodal set carrying ids that claim to be packaged-minilm's, with the given recorded vocabulary hash."""
     arrays = {s: {"text": np.zeros((2, 4, 3), np.float32), "text_lengths": np.full(2, 3),
                   "audio": np.zeros((2, 4, 3), np.float32), "audio_lengths": np.full(2, 4),
                   "vision": np.zeros((2, 4, 3), np.float32), "vision_lengths": np.full(2, 4),
@@ -202,15 +201,46 @@ def test_native_ids_of_another_vocabulary_are_refused(tmp_path):
     m = Manifest(name="odd", family="trimodal", task="regression", metric_family="mosi", label_range=(-3.0, 3.0),
                  modalities={**{k: {"dim": 3, "max_len": 4} for k in ("text", "audio", "vision")},
                              "text_ids": {"vocab_size": 30522, "max_len": 4, "tokenizer": "packaged-minilm",
-                                          "vocab_sha256": "0" * 64}},
+                                          "vocab_sha256": vocab_sha}},
                  splits={s: 2 for s in arrays})
-    write_dataset(tmp_path / "odd", m, arrays, rows)
+    write_dataset(root, m, arrays, rows)
+    return root
+
+
+def test_native_ids_of_another_vocabulary_are_refused(tmp_path):
+    """Ids that claim packaged-minilm but were made with another vocabulary (hash differs, or ids beyond it)."""
+    ids = np.array([[101, 2000, 102, 0]] * 2, np.int64)
+    _native_set(tmp_path / "odd", ids, "0" * 64)
     with pytest.raises(ConfigError) as e:
         provide_tokens(load_dataset(tmp_path / "odd"), [TokenRequest("text_ids", "packaged-minilm")], tmp_path / "c")
     assert str(e.value) == (
         "dataset odd carries ids of 'packaged-minilm' (vocabulary sha256 000000000000), but tokenizer "
         "'packaged-minilm' (text_ids) loads a different vocabulary (sha256 891d07cd0f2e): use the tokenizer the ids "
         "were made with, or import the dataset with raw text so that ids are derived")
+    # no hash recorded (MMSA's pickles): the ids are checked against the vocabulary's size, the hash then recorded
+    ds = load_dataset(_native_set(tmp_path / "ok", ids, None))
+    rec = provide_tokens(ds, [TokenRequest("text_ids", "packaged-minilm")], tmp_path / "c")
+    assert rec["text_ids"]["vocab_sha256"] == MINILM_VOCAB_SHA256 and rec["text_ids"]["source"] == "dataset"
+    with pytest.raises(ConfigError, match=r"carries ids of 'packaged-minilm' up to 40000, but tokenizer "
+                                          r"'packaged-minilm' \(text_ids\) has only 30522 tokens"):
+        provide_tokens(load_dataset(_native_set(tmp_path / "big", ids + 38000, None)),
+                       [TokenRequest("text_ids", "packaged-minilm")], tmp_path / "c")
+
+
+def test_a_local_tokenizer_folder_is_recorded_by_name_and_its_vocabulary(tmp_path):
+    tok = load_tokenizer("packaged-minilm")
+    tok.save_pretrained(tmp_path / "my-tok")
+    req = TokenRequest("text_ids", str(tmp_path / "my-tok"), 10)
+    ds = load_dataset(_raw_text_set(tmp_path / "ds"))
+    rec = provide_tokens(ds, [req], tmp_path / "cache")["text_ids"]
+    assert rec["tokenizer"] == "my-tok" and rec["vocab_sha256"] == MINILM_VOCAB_SHA256  # no absolute path recorded
+    tok.add_tokens(["unbelievably"])  # the folder's tokenizer changes: its ids must not come from the old entry
+    tok.save_pretrained(tmp_path / "my-tok")
+    ds = load_dataset(tmp_path / "ds")
+    rec2 = provide_tokens(ds, [req], tmp_path / "cache")["text_ids"]
+    assert len(list((tmp_path / "cache" / "tiny-mvsa").iterdir())) == 2
+    assert rec2["vocab_size"] == 30523 and rec2["vocab_sha256"] != MINILM_VOCAB_SHA256
+    assert ds.splits["train"].arrays["text_ids"][0, :6].tolist() == [101, 1037, 3407, 3899, 1010, 30522]
 
 
 def test_cli_tokenize_fills_the_cache_and_prints_the_record(tmp_path, capsys):
