@@ -129,3 +129,27 @@ def test_missing_modality(small_data, tmp_path):
 def test_missing_directory_says_what_to_do(tmp_path):
     with pytest.raises(DatasetError, match="msarepro data synth"):
         load_dataset(tmp_path / "nothing")
+
+
+def test_image_text_needs_raw_text_or_its_own_ids(small_data, tmp_path):
+    d = _copy(small_data["synth-mvsa"], tmp_path)
+    man = json.loads((d / "manifest.json").read_text())
+    del man["modalities"]["text_ids"]
+    (d / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(DatasetError, match=r"manifest.json: an image_text dataset needs raw text .* or its own token "
+                                           r"ids \(modality 'text_ids'\); it has neither"):
+        load_dataset(d, verify_hashes=False)
+    man["raw_text"] = True  # raw text instead: the ids array is then just an undeclared extra
+    (d / "manifest.json").write_text(json.dumps(man))
+    assert load_dataset(d, verify_hashes=False).manifest.raw_text
+
+
+def test_raw_text_needs_the_text_column(small_data, tmp_path):
+    d = _copy(small_data["synth-mvsa"], tmp_path)
+    man = json.loads((d / "manifest.json").read_text())
+    man["raw_text"] = True
+    (d / "manifest.json").write_text(json.dumps(man))
+    pd.read_csv(d / "labels.csv").drop(columns="text").to_csv(d / "labels.csv", index=False)
+    with pytest.raises(DatasetError, match=r"labels.csv: missing column 'text' \(manifest says unimodal_labels=False, "
+                                           r"raw_text=True\)"):
+        load_dataset(d, verify_hashes=False)

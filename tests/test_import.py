@@ -94,7 +94,9 @@ def test_mmsa_mosi_import_keeps_every_key(tmp_path):
     np.testing.assert_array_equal(tr.arrays["text_ids_lengths"], d["text_bert"][:, 1].sum(1))
     np.testing.assert_array_equal(tr.arrays["text_lengths"], d["text_bert"][:, 1].sum(1))
     np.testing.assert_array_equal(tr.arrays["text"], d["text"])
-    assert m.modalities["text_ids"]["vocab_size"] == 30522
+    assert m.modalities["text_ids"] == {"vocab_size": 30522, "max_len": 12, "tokenizer": "bert-base-uncased",
+                                        "vocab_sha256": None}
+    assert m.raw_text  # every split carries raw_text: any tokenizer's ids can be derived from labels.csv
     np.testing.assert_allclose(tr.labels["M"], d["regression_labels"], atol=1e-6)
     assert tr.labels["id"].tolist() == list(d["id"]) and tr.labels["text"].tolist() == list(d["raw_text"])
     assert tr.labels["annotation"].tolist() == d["annotations"]
@@ -213,6 +215,7 @@ def test_mvsa_release_import_aggregates_and_splits(tmp_path):
     assert got == dict(zip(expect["id"], expect["label"]))
     img = ds.splits["train"].arrays["image"]
     assert img.shape[1:] == (3, 16, 16) and img.dtype == np.uint8 and img.max() > 0
+    _raw_text_only(ds, {i: f"tweet number {i}" for i in got})
 
 
 def test_placed_mvsa_single_archive_is_imported_by_the_download_stage(tmp_path, monkeypatch):
@@ -227,7 +230,16 @@ def test_placed_mvsa_single_archive_is_imported_by_the_download_stage(tmp_path, 
     m = load_dataset(out).manifest
     assert m.num_classes == 3 and m.provenance["annotators"] == 1 and m.provenance["split"].startswith("random")
     assert set(m.provenance["sources"]) == {"MVSA-Single.zip"} and len(m.provenance["sources"]["MVSA-Single.zip"]) == 64
+    assert m.raw_text and "text_ids" not in m.modalities  # the download route stores raw text; ids come per method
     assert "up to date" in download("mvsa-single", out, image_size=8)
+
+
+def _raw_text_only(ds, texts: dict) -> None:
+    """An imported image-text set stores images and the raw text (labels.csv), no token ids."""
+    assert ds.manifest.raw_text and set(ds.manifest.modalities) == {"image"}
+    for s in ds.splits.values():
+        assert set(s.arrays) == {"image"}
+        assert dict(zip(s.labels["id"], s.labels["text"])) == {i: texts[i] for i in s.labels["id"]}
 
 
 def test_clmlf_layout_import_and_batch_image(tmp_path):
@@ -245,14 +257,18 @@ def test_clmlf_layout_import_and_batch_image(tmp_path):
                 _image(tmp_path / "dataset_image" / f"{k}.jpg", (200, 10, 10))
             k += 1
         (tmp_path / f"{split}.json").write_text(json.dumps(rows))
-    m = import_clmlf(tmp_path, tmp_path / "out", "mvsa-single", image_size=8, max_len=12)
+    m = import_clmlf(tmp_path, tmp_path / "out", "mvsa-single", image_size=8)
     assert m.splits == {"train": 6, "valid": 3, "test": 3} and m.provenance["missing_images"] == 1
     ds = load_dataset(tmp_path / "out")
     b = to_tensors(ds)["train"].batch(torch.arange(6))
     assert b["image"].shape == (6, 3, 8, 8) and b["image"].dtype == torch.float32
     assert 0.0 <= float(b["image"].min()) and float(b["image"].max()) <= 1.0
     assert float(b["image"][4].abs().sum()) == 0.0
-    assert b["text_ids"][0, 0].item() == 101  # [CLS] of the bert-base-uncased vocabulary
+    assert "text_ids" not in b
+    _raw_text_only(ds, {str(k): f"so happy {k}" for k in range(12)})
+    from msarepro.data.tokens import TokenRequest, provide_tokens  # ids come from the text, per tokenizer
+    provide_tokens(ds, [TokenRequest("text_ids", "packaged-minilm", 8)], tmp_path / "cache")
+    assert ds.splits["train"].arrays["text_ids"][1].tolist() == [101, 2061, 3407, 1015, 102, 0, 0, 0]  # so happy 1
 
 
 def test_hfm_lines_are_read_without_eval(tmp_path):
@@ -271,6 +287,7 @@ def test_hfm_lines_are_read_without_eval(tmp_path):
         (tmp_path / "text" / f).write_text("\n".join(lines) + "\n")
     m = import_hfm(tmp_path, tmp_path / "out", image_size=8)
     assert m.splits == {"train": 5, "valid": 2, "test": 2} and m.f1_average == "macro" and m.num_classes == 2
+    _raw_text_only(load_dataset(tmp_path / "out"), {str(10 ** 17 + k): f"what a great day {k}" for k in range(9)})
     (tmp_path / "bad.txt").write_text("__import__('os').system('true')\n")
     with pytest.raises(DatasetError, match="not a Python literal"):
         read_hfm_lines(tmp_path / "bad.txt", "train")
@@ -293,6 +310,7 @@ def test_table_import_random_split_is_seeded(tmp_path):
     assert m1.files == m2.files  # same seed, same bytes
     labels = load_dataset(tmp_path / "a").splits["train"].labels
     assert set(labels["M"]) <= set(range(7))
+    _raw_text_only(load_dataset(tmp_path / "a"), {r["id"]: r["text"] for r in rows})
 
 
 def test_cli_mvsa_with_clmlf_split_files(tmp_path, capsys):

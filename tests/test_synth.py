@@ -141,3 +141,48 @@ def test_text_oracle_is_the_expectation_given_the_text(sims):
     raw = pool["z_t"] + pool["r_a"] * pool["z_a"] + pool["r_v"] * pool["z_v"]
     both = pool["r_a"] & pool["r_v"] & (pool["z_t"] > 0)
     assert (raw[both] - pool["z_t"][both]).mean() == pytest.approx(2 * 0.36, abs=0.1)
+
+
+# SHA-256 of every file of the embedded sets (seed 0, scale 0.15) before their manifests recorded a tokenizer:
+# recording it changes manifest.json only, never an array or a label.
+BEFORE_TOKENIZER_RECORDS = {
+    "synth-mosi": {"labels.csv": "b4fcbdafcaa3aa0bc4b6f58fc1dc038ed3d083ae2bf9f3f0a8dfb7dafed235b3",
+                   "test.safetensors": "9531978f1d69ff31f9d60b86d82476d0f375b600a4c78e80f7693511e61e1e41",
+                   "train.safetensors": "3a38c8b17e292ed4fce617b061beefaf0e928e68e8802bbc0c806250690f61ff",
+                   "valid.safetensors": "479997da6ae9fedea6c67ab803d2cdf004e504351f007b536ae99ad993dfc4ad"},
+    "synth-sims": {"labels.csv": "f12e430639fb019d5ea4e1b079da9ece46727e3f15485ba9c0746f620b985cd7",
+                   "test.safetensors": "9531978f1d69ff31f9d60b86d82476d0f375b600a4c78e80f7693511e61e1e41",
+                   "train.safetensors": "3a38c8b17e292ed4fce617b061beefaf0e928e68e8802bbc0c806250690f61ff",
+                   "unlabeled.safetensors": "641bebe90be8b907c3b56b201d3e7b1ab9367487eeb4f5792ca8d57541065e9a",
+                   "valid.safetensors": "479997da6ae9fedea6c67ab803d2cdf004e504351f007b536ae99ad993dfc4ad"},
+    "synth-mvsa": {"labels.csv": "b1377d50091972af4dea579c54326ec9eddffb7e4a7cd2d63e7e9ed752d49d31",
+                   "test.safetensors": "16963b0ac362b5f5ef5f00fd9dadf8abe6d626286c9141268321300df085541c",
+                   "train.safetensors": "2cbf52edaf51089f2346879b4a7d4216f42d9e94adffa481501200511f7977e3",
+                   "valid.safetensors": "a71c2edefac8d48e8e18cc6ef1086947789718e2ab641cb263000d813fe02e2d"},
+}
+TRIMODAL_VOCAB_SHA256 = "2c3eb9f442929ce6674752a92218b89fa999c597b700e9a20a50bb32f0cb4a99"
+MVSA_VOCAB_SHA256 = "66088a26a32060dd504134de509807705a19b931e7c2fd1d5449d41009591e59"
+
+
+@pytest.mark.parametrize("name,vocab_sha,max_len", [("synth-mosi", TRIMODAL_VOCAB_SHA256, 24),
+                                                    ("synth-sims", TRIMODAL_VOCAB_SHA256, 24),
+                                                    ("synth-mvsa", MVSA_VOCAB_SHA256, 16)])
+def test_embedded_sets_record_their_own_vocabulary_and_keep_their_bytes(small_data, name, vocab_sha, max_len):
+    m = load_dataset(small_data[name]).manifest
+    assert m.files == BEFORE_TOKENIZER_RECORDS[name]
+    assert m.modalities["text_ids"] == {"vocab_size": 64, "max_len": max_len, "vocab_sha256": vocab_sha,
+                                        "tokenizer": f"msarepro {name} vocabulary"}
+    assert m.raw_text is False  # labels.csv spells the ids; it is no text for a real tokenizer
+
+
+def test_vocabulary_definitions_spell_the_ids_as_labels_csv_does(small_data):
+    from msarepro.data.synth import image_text_vocabulary, trimodal_vocabulary
+
+    for name, vocab in (("synth-mosi", trimodal_vocabulary()), ("synth-mvsa", image_text_vocabulary())):
+        ds = load_dataset(small_data[name])
+        assert sorted(vocab.values()) == list(range(64))
+        s = ds.splits["train"]
+        ids, lens = s.arrays["text_ids"][0], s.arrays["text_ids_lengths"][0]
+        words = str(s.labels["text"][0]).split()
+        inner = ids[:lens] if name == "synth-mosi" else ids[1:lens - 1]  # synth-mvsa's text leaves out [CLS]/[SEP]
+        assert [vocab[w] for w in words] == inner.tolist()

@@ -3,7 +3,7 @@
 Each command group is one module of this package that adds its subcommands to the parser; every command is a
 thin call into the package (no logic of its own here):
     info.py      list
-    data.py      data synth | download | import-mmsa | import-imagetext | extract | extract-images | check
+    data.py      data synth | download | import-mmsa | import-imagetext | tokenize | extract | extract-images | check
     train.py     train, pretrain (and `pretrain --stage`, the pipeline's pretrain stage)
     pipeline.py  sweep, evaluate, tables, check-regression
 """

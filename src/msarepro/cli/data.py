@@ -42,7 +42,7 @@ def cmd_data_import_imagetext(args) -> int:
     info = DATASETS.get(args.name)
     classes = tuple(args.classes.split(",")) if args.classes else (
         info.extra["class_names"] if info and info.family == "image_text" else imagetext.MVSA_CLASSES)
-    kw = {"image_size": args.image_size, "tokenizer": args.tokenizer, "max_len": args.max_len}
+    kw = {"image_size": args.image_size}
     if args.layout == "clmlf":
         f1 = "macro" if args.name == "hfm" else args.f1_average
         m = imagetext.import_clmlf(args.path, out, args.name, classes, f1, image_dir=args.images, **kw)
@@ -61,6 +61,32 @@ def cmd_data_import_imagetext(args) -> int:
                                    seed=args.seed, **kw)
     print(f"imported {args.path} ({args.layout}) as {args.name!r} into {out}: {m.splits}; "
           f"missing images: {m.provenance.get('missing_images', 0)}")
+    return 0
+
+
+def cmd_data_tokenize(args) -> int:
+    import json
+
+    from ..data import load_dataset
+    from ..data.registry import dataset_dir
+    from ..config import ConfigError
+    from ..data.tokens import TokenRequest, cache_entry, check_request, provide_tokens
+
+    params = load_params(args)
+    root = dataset_dir(args.name, params.data.root)
+    ds = load_dataset(root, verify_hashes=params.data.verify_hashes)
+    req = TokenRequest("text_ids", args.tokenizer, args.max_len)
+    problem = check_request(ds.manifest, req, "--tokenizer")
+    if problem is not None:
+        raise ConfigError(problem)
+    cache_root = Path(params.data.root) / ".tokens"
+    rec = provide_tokens(ds, [req], cache_root)["text_ids"]
+    where = "the dataset's own ids (nothing to cache)"
+    if rec["source"] == "derived":
+        from ..io import sha256_file
+        where = str(cache_entry(ds, req, cache_root, sha256_file(root / "labels.csv")))
+    print(f"{ds.manifest.name}: token ids of {args.tokenizer!r}: {where}")
+    print(json.dumps(rec, indent=2, sort_keys=True))
     return 0
 
 
@@ -97,7 +123,7 @@ def cmd_data_check(args) -> int:
     ds = load_dataset(dataset_dir(args.name, params.data.root), verify_hashes=True)
     m = ds.manifest
     report = {"dataset": m.name, "family": m.family, "task": m.task, "metric_family": m.metric_family,
-              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "files": m.files,
+              "preset": m.preset or m.name, "splits": m.splits, "modalities": m.modalities, "raw_text": m.raw_text, "files": m.files,
               "nonfinite_replaced": m.nonfinite_replaced, "verified": "sha256 of every file"}
     if args.out:
         write_json(args.out, report)
@@ -148,11 +174,19 @@ def add_commands(sub) -> None:
     it.add_argument("--f1-average", default="weighted", choices=["weighted", "macro"])
     it.add_argument("--seed", type=int, default=1, help="seed of the random 8:1:1 split where none is official")
     it.add_argument("--image-size", type=int, default=224, help="stored image side (resize + centre crop)")
-    it.add_argument("--tokenizer", default="packaged-minilm", help="HF tokenizer name or path")
-    it.add_argument("--max-len", type=int, default=64)
     it.add_argument("--out", help="default: <data.root>/NAME")
     with_params(it)
     it.set_defaults(fn=cmd_data_import_imagetext)
+
+    tk = data.add_parser("tokenize", help="derive a dataset's token ids for a tokenizer from its raw text and "
+                         "cache them under <data.root>/.tokens (ahead of offline training), then print the record")
+    tk.add_argument("name", help="registered dataset name (under data.root) or a dataset directory")
+    tk.add_argument("--tokenizer", required=True, help="packaged-minilm, a Hugging Face tokenizer name (e.g. "
+                    "microsoft/deberta-v3-base, openai/clip-vit-base-patch32) or a local folder")
+    tk.add_argument("--max-len", type=int, default=0, help="ids per text (default 0: the tokenizer's own "
+                    "model_max_length, at most 512; CLIP: 77); training asks for the method's own value")
+    with_params(tk)
+    tk.set_defaults(fn=cmd_data_tokenize)
 
     x = data.add_parser("extract", help="the features stage: raw media folder -> canonical trimodal dataset")
     x.add_argument("raw", help="raw-media folder (media.json, labels.csv, audio/, openface/ or video/)")

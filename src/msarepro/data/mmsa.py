@@ -16,7 +16,10 @@ Conversion (every key kept somewhere):
     audio, vision          -> arrays with their true lengths from audio_lengths / vision_lengths (clipped to
                               [1, L]); where a file has no lengths, the last non-zero frame + 1
     -inf / +inf / NaN      -> 0, counted per modality in the manifest (`nonfinite_replaced`), as MMSA does
-    regression_labels[_T/_A/_V] -> labels.csv M[, T, A, V];  raw_text -> text;  id -> id
+    regression_labels[_T/_A/_V] -> labels.csv M[, T, A, V];  raw_text -> text (manifest raw_text: true when
+                              every part has it, so any tokenizer's ids can be derived);  id -> id
+    token ids' record       -> modalities["text_ids"]: tokenizer bert-base-uncased (mosi family) or
+                              bert-base-chinese (sims family), vocab_sha256 None (see TOKENIZERS)
     annotations, classification_labels -> labels.csv columns `annotation`, `classification_label`
 
 An unlabeled part (CH-SIMS v2's ch-simsv2u.pkl, `unlabeled=`) becomes the canonical `unlabeled` split: the same
@@ -107,6 +110,10 @@ def safe_load(path: str | Path):
 REQUIRED = ("text", "audio", "vision", "regression_labels")
 UNLABELED_REQUIRED = REQUIRED[:3]
 UNIMODAL = ("T", "A", "V")
+# The tokenizers MMSA made text_bert's ids with (its config: bert-base-uncased for MOSI / MOSEI, bert-base-chinese
+# for the CH-SIMS family) and their vocabulary sizes. The pickles carry ids, not the vocabulary, so the
+# vocabulary's SHA-256 is not known at import (recorded as None); data/tokens.py checks the ids against the
+# vocabulary size of the tokenizer of that name when a model uses them.
 TOKENIZERS = {"mosi": ("bert-base-uncased", 30522), "sims": ("bert-base-chinese", 21128)}
 
 
@@ -131,7 +138,7 @@ def convert_split(d: dict, split: str, path: Path, unimodal: bool,
     text = np.asarray(d["text"], dtype=np.float32)
     n = text.shape[0]
     arrays = {"text": text}
-    info = {}
+    info = {"raw_text": "raw_text" in d}
     if "text_bert" in d:
         tb = np.asarray(d["text_bert"])
         if tb.ndim != 3 or tb.shape[0] != n or tb.shape[1] != 3:
@@ -258,12 +265,12 @@ def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None
     if "text_ids" in tr:
         top = max(int(arrays[s]["text_ids"].max()) for s in arrays if "text_ids" in arrays[s])
         modalities["text_ids"] = {"vocab_size": max(vocab, top + 1), "max_len": int(tr["text_ids"].shape[1]),
-                                  "tokenizer": tok}
+                                  "tokenizer": tok, "vocab_sha256": None}
     lo = 3.0 if family == "mosi" else 1.0
     manifest = Manifest(
         name=name, family="trimodal", task="regression", metric_family=family, label_range=(-lo, lo),
         modalities=modalities, splits={s: len(arrays[s]["text"]) for s in arrays}, unimodal_labels=unimodal,
-        preset=preset or name,
+        preset=preset or name, raw_text=all(i["raw_text"] for i in infos.values()),
         provenance={"importer": "msarepro.data.mmsa.import_mmsa", "file": path.name,
                     **({"unlabeled_file": Path(unlabeled).name} if unlabeled is not None else {}), **(provenance or {}),
                     "segment_ids_nonzero": sum(i.get("segment_ids_nonzero", 0) for i in infos.values()),

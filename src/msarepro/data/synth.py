@@ -54,7 +54,10 @@ Sentiment is carried by a few positions of each sequence (2 text tokens, 3 audio
 other position is noise, and sequences have variable true lengths.
 Text is given both as token ids (a small vocabulary: sentiment words are bins of z_t, cue words, filler) and as
 token features (a fixed embedding of the ids plus the continuous z_t on the sentiment tokens), like MMSA's
-BERT features beside `text_bert`.
+BERT features beside `text_bert`. The manifests record that vocabulary as the ids' tokenizer ("msarepro
+synth-mosi vocabulary", its SHA-256 from `trimodal_vocabulary()` / `image_text_vocabulary()`), with raw_text
+false: labels.csv's text spells the ids and is no text a real tokenizer should read, so methods use tiny-*
+encoders on the embedded sets (data/tokens.py refuses a real tokenizer there).
 
 Image-text process (synth-mvsa), 3 classes (0 positive, 1 neutral, 2 negative as in CLMLF):
     y ~ Categorical(0.4, 0.25, 0.35)
@@ -71,7 +74,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from .format import Manifest, write_dataset
+from .format import Manifest, embedded_tokenizer_name, vocab_digest, write_dataset
 
 PAD, CLS, SEP, UNK = 0, 1, 2, 3
 
@@ -108,6 +111,29 @@ CUE_A, CUE_V = 4, 5
 SENT0, N_SENT_BINS = 6, 20
 FILLER0, TRI_VOCAB = SENT0 + N_SENT_BINS, 64
 AV_MAX = 1.2  # audio/vision sentiment and distractors lie in [-AV_MAX, AV_MAX]
+
+
+SPECIAL_TOKENS = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]"}
+
+
+def _specials() -> dict[str, int]:
+    return {"[PAD]": PAD, "[CLS]": CLS, "[SEP]": SEP, "[UNK]": UNK}
+
+
+def trimodal_vocabulary() -> dict[str, int]:
+    """The trimodal text's vocabulary (token -> id), in the words labels.csv shows (`_word`)."""
+    return {**_specials(), **{_word(t): t for t in range(CUE_A, TRI_VOCAB)}}
+
+
+def image_text_vocabulary() -> dict[str, int]:
+    """The image-text set's vocabulary (token -> id), in the words labels.csv shows ("t<id>")."""
+    return {**_specials(), **{f"t{t}": t for t in range(MV_SENT0, MV_VOCAB)}}
+
+
+def text_ids_record(dataset: str, vocab: dict[str, int], max_len: int) -> dict:
+    """manifest modalities["text_ids"] of an embedded set: its own vocabulary, named and hashed (data/tokens.py)."""
+    return {"vocab_size": len(vocab), "max_len": max_len, "tokenizer": embedded_tokenizer_name(dataset),
+            "vocab_sha256": vocab_digest(vocab, SPECIAL_TOKENS)}
 
 
 def _round_grid(x: np.ndarray, step: float = 0.2) -> np.ndarray:
@@ -227,7 +253,7 @@ def write_trimodal(spec: TrimodalSpec, out: Path, seed: int) -> Manifest:
         modalities={"text": {"dim": spec.text_dim, "max_len": spec.text_len},
                     "audio": {"dim": spec.audio_dim, "max_len": spec.audio_len},
                     "vision": {"dim": spec.vision_dim, "max_len": spec.vision_len},
-                    "text_ids": {"vocab_size": TRI_VOCAB, "max_len": spec.text_len}},
+                    "text_ids": text_ids_record(spec.name, trimodal_vocabulary(), spec.text_len)},
         splits=sizes, unimodal_labels=spec.scale == "sims", preset=spec.name,
         provenance={"generator": "msarepro.data.synth.generate_trimodal", "seed": seed,
                     "spec": spec.__dict__, "reference": reference},
@@ -284,7 +310,7 @@ def write_image_text(name: str, sizes: dict[str, int], out: Path, seed: int, ima
     manifest = Manifest(
         name=name, family="image_text", task="classification", metric_family="cls", label_range=(0.0, 2.0),
         modalities={"image": {"shape": [3, image_size, image_size]},
-                    "text_ids": {"vocab_size": MV_VOCAB, "max_len": MV_LEN}},
+                    "text_ids": text_ids_record(name, image_text_vocabulary(), MV_LEN)},
         splits=dict(sizes), num_classes=3, class_names=MV_CLASSES, f1_average="weighted", preset=name,
         provenance={"generator": "msarepro.data.synth.generate_image_text", "seed": seed, "reference": reference},
     )
