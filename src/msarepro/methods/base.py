@@ -102,8 +102,9 @@ class Method(nn.Module):
         source = cls.text_source(cfg, manifest)
         if (source != "features" and "text_ids" not in manifest.modalities
                 and not getattr(manifest, "raw_text", False)):
-            out.append(f"{where}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} has none "
-                       f"(only precomputed text features); set it to features, for this dataset in {preset}")
+            fix = (f"(only precomputed text features); set it to features, for this dataset in {preset}"
+                   if manifest.family == "trimodal" else "(nor raw text); re-import the dataset with its text")
+            out.append(f"{where}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} has none {fix}")
             return out
         requests = cls.token_requests(cfg, manifest)
         if requests:
