@@ -105,6 +105,26 @@ def test_resume_across_stage_boundary_matches_uninterrupted(kill_at, extra, tmp_
         assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
 
 
+def test_infig_resume_keeps_momentum_encoders_and_queue_bit_for_bit(tmp_path, small_data):
+    """INFIG on synth-mvsa: its momentum encoders and key queue change at every step and must come back from
+    checkpoint.pt (its frozen CLIP, where declared, is rebuilt instead); killed in epoch 1, resumed: the same
+    predictions, metrics and learning curves as an uninterrupted run."""
+    pytest.importorskip("msarepro.data.tokens", reason="INFIG's token ids need msarepro.data.tokens")
+    data = small_data["synth-mvsa"]
+    sets = [f"methods.infig.presets.synth-mvsa.{kv}" for kv in ("max_epochs=2", "patience=10")]
+    full = _cli_train(tmp_path / "full", data, model="infig", sets=sets)
+    assert full.returncode == 0, full.stderr
+    killed = _cli_train(tmp_path / "cut", data, {"MSAREPRO_KILL_AT": "1:2"}, model="infig", sets=sets)
+    assert killed.returncode == -9
+    resumed = _cli_train(tmp_path / "cut", data, resume=True, model="infig", sets=sets)
+    assert resumed.returncode == 0, resumed.stderr
+    for f in ("metrics.json", "predictions.csv", "history.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
+    import torch
+    ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["model"]
+    assert any(k.startswith("momentum_encoders.") for k in ck) and "queue.image" in ck and int(ck["queue.filled"]) > 0
+
+
 def test_each_stage_gets_a_fresh_optimizer_and_its_own_warmup(tmp_path, small_data, monkeypatch):
     """SFTTR with pretrain_epochs 1 of 3 at batch 8: stage 1 (epoch 0) has S steps, stage 2 (epochs 1-2) 2S. Each
     stage builds its own optimizer; the first fusion step runs with empty optimizer state at the first warm-up

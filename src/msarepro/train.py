@@ -10,14 +10,25 @@ gets a fresh optimizer and its own schedule (warm-up and decay over that stage's
 the current stage's optimizer and scheduler. Per-epoch counters a method reports (`Method.count`) become
 history.csv columns `train_<name>`.
 
+Before anything is built, the method checks the dataset (`Method.check`: every precondition, one ConfigError) and
+the token ids it asks for (`Method.token_requests`) are put into the dataset (`data.tokens.provide_tokens`, cached
+under <data.root>/.tokens); config.json records them under "tokens" (tokenizer, vocabulary hash, length, source).
+
 Run directory (all files written atomically):
     metrics.json  predictions.csv  history.csv  config.json  best.pt  checkpoint.pt  timing.json
     epochs/epoch_NNN.npz   per-epoch outputs on valid and test (regression: values; classification: probs)
+best.pt ({"model", "epoch"}) and checkpoint.pt ({"model", "optimizer", "scheduler", "state", "rng", "config"}) hold
+the model's state_dict without the parameters of its frozen modules (`Method.frozen_modules`: weights from outside
+that never change, e.g. a frozen CLIP); those are rebuilt with the model, and the file stores their fingerprint
+instead ("frozen": {"sha256", "tensors", "bytes"}), which `load_weights`, the one loader (resume, the papers'
+figures), verifies. Momentum encoders, queues and every buffer stay in the files.
 timing.json (wall-clock seconds, samples/s) is the only file that differs between two runs of the same inputs;
 DVC leaves it out of the outputs' hashes (.dvcignore) and git ignores it.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import time
@@ -33,7 +44,7 @@ from .config import ConfigError, MethodConfig, Params, to_jsonable
 from .data import ensure_dataset, load_dataset
 from .data.loader import SplitTensors, to_device, to_tensors
 from .io import atomic_path, write_json, write_text
-from .methods import build_method, method_config
+from .methods import build_method, get_method, method_config
 from .runtime import pick_device, progress, rng_state, seed_everything, set_rng_state
 
 
@@ -98,13 +109,15 @@ def run(params: Params, spec: RunSpec) -> dict:
     out = Path(spec.out)
     data_dir = ensure_dataset(spec.dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes)
+    cfg = method_config(params, spec.model, ds.manifest.preset or ds.manifest.name)
+    tokens = provide_inputs(spec.model, cfg, ds, params.data.root)  # the dataset checked, before anything loads
     manifest = ds.manifest
-    cfg = method_config(params, spec.model, manifest.preset or manifest.name)
     device = pick_device(spec.device)
     seed_everything(spec.seed)
     splits = to_tensors(ds)
     model = build_method(spec.model, cfg, manifest).to(device)
     inputs = model.on_train_start()  # external inputs, e.g. AE-MT's pretrained encoders
+    frozen = frozen_record(model)  # once per run: the fingerprint of what checkpoints leave out
     steps = math.ceil(len(splits["train"]) / cfg.batch_size)
     starts = _stage_starts(model, cfg)
 
@@ -122,6 +135,8 @@ def run(params: Params, spec: RunSpec) -> dict:
                 "versions": {"msarepro": __version__, "torch": torch.__version__}}
     if inputs:
         resolved["method_inputs"] = inputs
+    if tokens:
+        resolved["tokens"] = tokens
     state = {"epoch": -1, "best_epoch": -1, "best_value": None, "bad_epochs": 0, "history": []}
     ckpt_path = out / "checkpoint.pt"
     stage = 0
@@ -130,7 +145,7 @@ def run(params: Params, spec: RunSpec) -> dict:
         if ck["config"] != resolved:
             raise ConfigError(f"{ckpt_path}: was written with a different config; resume needs the same model, "
                               "dataset, seed and settings (or start afresh without --resume)")
-        model.load_state_dict(ck["model"])
+        load_weights(model, ck, ckpt_path, frozen)
         stage = _stage_of(starts, ck["state"]["epoch"])  # the stage whose optimizer the checkpoint holds
         opt, sched = build_stage(stage)
         opt.load_state_dict(ck["optimizer"])
@@ -200,18 +215,115 @@ def run(params: Params, spec: RunSpec) -> dict:
         value = row[key]
         if state["best_value"] is None or metrics.better(sel, value, state["best_value"]):
             state.update(best_value=value, best_epoch=epoch, bad_epochs=0)
-            _save(best_path, {"model": model.state_dict(), "epoch": epoch})
+            _save(best_path, {"model": saved_weights(model, frozen), "epoch": epoch, **_frozen_entry(frozen)})
         else:
             state["bad_epochs"] += 1
         state["epoch"] = epoch
         state["history"].append(row)
-        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+        _save(ckpt_path, {"model": saved_weights(model, frozen), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict() if sched is not None else None,
-                          "state": state, "rng": rng_state(), "config": resolved})
+                          "state": state, "rng": rng_state(), "config": resolved, **_frozen_entry(frozen)})
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
     elapsed = time.perf_counter() - t0
     return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen)
+
+
+def provide_inputs(model: str, cfg: MethodConfig, ds, data_root: str | Path) -> dict[str, dict]:
+    """What every builder of a method's model does first (training, the papers' figures): the method's `check` on
+    the dataset (one ConfigError listing every problem, before any tokenizer or weights load), then the token ids
+    it asks for put into `ds`'s splits (in place; derived ids cached under <data_root>/.tokens). -> the tokens'
+    record ({} when the method reads no token ids), which config.json stores under "tokens"."""
+    cls = get_method(model)
+    cls.check(cfg, ds.manifest)
+    requests = cls.token_requests(cfg, ds.manifest)
+    if not requests:
+        return {}
+    from .data.tokens import provide_tokens
+    return provide_tokens(ds, requests, Path(data_root) / ".tokens")
+
+
+# ---- checkpoints: the model's weights without its frozen modules ----------------------------------------------
+
+def frozen_keys(model) -> list[str]:
+    """state_dict keys of the parameters of `model.frozen_modules()` (matched by tensor identity), sorted. Their
+    buffers are not among them: a buffer may change in training (BatchNorm statistics) and stays in checkpoints."""
+    params = {id(p): p for m in model.frozen_modules() for p in m.parameters()}
+    trained = [n for n, p in model.named_parameters() if id(p) in params and p.requires_grad]
+    if trained:
+        raise ConfigError(f"methods.{model.name}: frozen_modules() holds parameters that train ({', '.join(trained[:3])}"
+                          f"{', ...' if len(trained) > 3 else ''}); a frozen module's parameters need requires_grad "
+                          "False, or it is not frozen")
+    return sorted(k for k, t in model.state_dict(keep_vars=True).items() if id(t) in params)
+
+
+def fingerprint(model, keys: list[str]) -> str:
+    """SHA-256 over the named tensors (name, dtype, shape and bytes of each, in order), device-independent."""
+    h = hashlib.sha256()
+    state = model.state_dict()
+    for k in keys:
+        t = state[k].detach().cpu().contiguous()
+        h.update(json.dumps([k, str(t.dtype), list(t.shape)]).encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def frozen_record(model) -> dict | None:
+    """{"sha256", "tensors", "bytes"} of the frozen modules' parameters, or None when the model has none."""
+    keys = frozen_keys(model)
+    if not keys:
+        return None
+    state = model.state_dict()
+    return {"sha256": fingerprint(model, keys), "tensors": len(keys),
+            "bytes": sum(state[k].numel() * state[k].element_size() for k in keys)}
+
+
+def saved_weights(model, frozen: dict | None) -> dict[str, torch.Tensor]:
+    """The state_dict a checkpoint stores: every entry but the frozen modules' parameters."""
+    state = model.state_dict()
+    if frozen is None:
+        return state
+    skip = set(frozen_keys(model))
+    return {k: v for k, v in state.items() if k not in skip}
+
+
+def _frozen_entry(frozen: dict | None) -> dict:
+    return {"frozen": frozen} if frozen else {}  # files of models without frozen modules stay as they were
+
+
+def load_weights(model, saved: dict | str | Path, path: str | Path | None = None, frozen: dict | None = None):
+    """Load a checkpoint's weights into `model` (built as in training): the one loader of checkpoint.pt and best.pt.
+    `saved`: the loaded file (or its path). Strict on every saved entry; the frozen modules' parameters, which the
+    file leaves out, must have the fingerprint the file records (`frozen`: the model's record, if already computed).
+    A file that records none must hold every entry. Refusals: one ConfigError naming the file. -> model."""
+    if not isinstance(saved, dict):
+        path = Path(saved)
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+    where = path or "checkpoint"
+    keys = frozen_keys(model)
+    want = saved.get("frozen")
+    if want is not None:
+        have = frozen if frozen is not None else frozen_record(model)
+        if have is None or have["sha256"] != want["sha256"]:
+            held = f"frozen weights with SHA-256 {have['sha256']}" if have else "no frozen modules"
+            raise ConfigError(f"{where}: was trained with frozen weights of SHA-256 {want['sha256']} ({want['tensors']} "
+                              f"tensors), but this model holds {held}; build it from the same pretrained model files "
+                              "(text encoder, CLIP) as the run, or train afresh")
+    state = model.state_dict()
+    expected = set(state) - (set(keys) if want is not None else set())
+    missing, unexpected = sorted(expected - set(saved["model"])), sorted(set(saved["model"]) - expected)
+    reshaped = [k for k in sorted(expected & set(saved["model"])) if isinstance(state[k], torch.Tensor)
+                and tuple(saved["model"][k].shape) != tuple(state[k].shape)]
+    if missing or unexpected or reshaped:
+        what = [f"{len(missing)} entries missing ({', '.join(missing[:2])}{', ...' if len(missing) > 2 else ''})"
+                if missing else "", f"{len(unexpected)} unexpected ({', '.join(unexpected[:2])}"
+                f"{', ...' if len(unexpected) > 2 else ''})" if unexpected else "",
+                f"{len(reshaped)} of other shapes (e.g. {reshaped[0]}: {tuple(saved['model'][reshaped[0]].shape)} "
+                f"saved, {tuple(state[reshaped[0]].shape)} here)" if reshaped else ""]
+        raise ConfigError(f"{where}: holds the weights of another model ({', '.join(w for w in what if w)}); load it "
+                          "into the model and settings it was trained with")
+    model.load_state_dict(saved["model"], strict=False)  # every entry checked above; the frozen ones stay as built
+    return model
 
 
 def _stage_starts(model, cfg) -> tuple[int, ...]:

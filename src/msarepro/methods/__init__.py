@@ -61,15 +61,10 @@ def pretraining_methods() -> tuple[str, ...]:
 
 
 def build_method(name: str, cfg, manifest) -> Method:
+    """The method `name` built for `manifest`'s dataset; its `check` runs first, so that every precondition on the
+    dataset is refused (one ConfigError) before any weights load."""
     cls = get_method(name)
-    if manifest.family not in cls.families:
-        raise ConfigError(f"method {name!r} handles {'/'.join(cls.families)} datasets; dataset "
-                          f"{manifest.name!r} is {manifest.family}")
-    source = getattr(cfg, "text_encoder", "features")
-    if source != "features" and "text_ids" not in manifest.modalities:
-        raise ConfigError(f"methods.{name}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} "
-                          "has none (only precomputed text features); set it to features, for this dataset in "
-                          f"methods.{name}.presets.{manifest.preset or manifest.name}")
+    cls.check(cfg, manifest)
     try:
         return cls(cfg, manifest)
     except (AssertionError, ValueError) as e:  # e.g. torch: a width its head count does not divide

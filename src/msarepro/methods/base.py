@@ -14,6 +14,16 @@ A method is an nn.Module with:
     enter_stage(stage)     optional, called before a stage's optimizer is built (and on resume inside it), so
                            that param_groups() can return that stage's trainable parameters
     count(name, n)         record a per-epoch counter; the loop writes each as history.csv column train_<name>
+
+Before anything is built, three class-level hooks say what the method needs from a dataset:
+    token_requests(cfg, manifest)  the token ids it reads (batch key, tokenizer, length); the loop provides them
+    check(cfg, manifest)           every precondition on the dataset (family, arrays, tokens, task, ...), all
+                                   problems in ONE ConfigError, before any tokenizer or weights load
+                                   (`methods.build_method` and the training loop call it first)
+    required_modalities(cfg, manifest)  the manifest modalities the model reads (part of `check`)
+and one on the built model:
+    frozen_modules()       sub-modules whose weights come from outside and never change (a frozen BERT, CLIP):
+                           left out of checkpoint.pt / best.pt, which keep only their SHA-256 fingerprint
 """
 from __future__ import annotations
 
@@ -24,6 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, MethodConfig
+
+
+# The config field that chooses the tokenizer behind each token request's batch key (named in check's message).
+TOKEN_SETTING = {"text_ids": "text_encoder", "clip_ids": "clip_model"}
 
 
 class Method(nn.Module):
@@ -39,12 +53,89 @@ class Method(nn.Module):
         self.manifest = manifest
         self.task = manifest.task
         self.out_dim = manifest.num_classes if manifest.task == "classification" else 1
-        fits = {"regression": ("auto", "mse", "l1"), "classification": ("auto", "ce")}[self.task]
-        if cfg.task_loss not in fits:
-            raise ConfigError(f"methods.{self.name}.task_loss: {cfg.task_loss!r} does not fit dataset "
-                              f"{manifest.name!r} ({self.task}); use one of {', '.join(fits)} (in a preset "
-                              f"methods.{self.name}.presets.{manifest.preset or manifest.name} for this dataset)")
 
+    # -- what the method needs from a dataset (class level: nothing is built, nothing loads) ---------------------
+    @classmethod
+    def text_source(cls, cfg: MethodConfig, manifest) -> str:
+        """What the model's text encoder reads: the config's `text_encoder` (see methods/text_encoder.py), or
+        "features" (precomputed token features) for a method without one."""
+        return getattr(cfg, "text_encoder", "features")
+
+    @classmethod
+    def token_requests(cls, cfg: MethodConfig, manifest) -> list:
+        """The token ids the model reads, as `data.tokens.TokenRequest`s: by default `text_ids` in the tokenizer of
+        the text encoder (`text_source`); none when the method reads precomputed text features."""
+        source = cls.text_source(cfg, manifest)
+        if source == "features":
+            return []
+        from ..data.tokens import TokenRequest, tokenizer_for_encoder
+        return [TokenRequest("text_ids", tokenizer_for_encoder(source))]
+
+    @classmethod
+    def required_modalities(cls, cfg: MethodConfig, manifest) -> tuple[str, ...]:
+        """Modalities of the manifest the model reads, token ids aside (those are `token_requests`). Default:
+        trimodal audio and vision, and the text features unless a text encoder reads token ids; image-text the
+        image."""
+        if manifest.family == "image_text":
+            return ("image",)
+        text = ("text",) if cls.text_source(cfg, manifest) == "features" else ()
+        return (*text, "audio", "vision")
+
+    @classmethod
+    def problems(cls, cfg: MethodConfig, manifest) -> list[str]:
+        """Every reason this method, so configured, cannot run on the dataset `manifest` describes (empty: it can).
+        Subclasses with preconditions of their own extend the list (`super().problems(...)` first) so that `check`
+        reports them all together."""
+        where = f"methods.{cls.name}"
+        preset = f"{where}.presets.{manifest.preset or manifest.name}"
+        if manifest.family not in cls.families:  # nothing else applies to another family's data
+            return [f"it handles {'/'.join(cls.families)} datasets, and {manifest.name!r} is {manifest.family}"]
+        out = []
+        fits = {"regression": ("auto", "mse", "l1"), "classification": ("auto", "ce")}[manifest.task]
+        if cfg.task_loss not in fits:
+            out.append(f"{where}.task_loss: {cfg.task_loss!r} does not fit dataset {manifest.name!r} "
+                       f"({manifest.task}); use one of {', '.join(fits)} (in the preset {preset} for this dataset)")
+        missing = [m for m in cls.required_modalities(cfg, manifest) if m not in manifest.modalities]
+        if missing:
+            out.append(f"the model reads {', '.join(missing)}, which the dataset does not carry (it has "
+                       f"{', '.join(sorted(manifest.modalities))})")
+        source = cls.text_source(cfg, manifest)
+        if (source != "features" and "text_ids" not in manifest.modalities
+                and not getattr(manifest, "raw_text", False)):
+            fix = (f"(only precomputed text features); set it to features, for this dataset in {preset}"
+                   if manifest.family == "trimodal" else "(nor raw text); re-import the dataset with its text")
+            out.append(f"{where}.text_encoder: {source!r} reads token ids, but dataset {manifest.name!r} has none {fix}")
+            return out
+        requests = cls.token_requests(cfg, manifest)
+        if requests:
+            from ..data.tokens import check_request
+            for req in requests:
+                problem = check_request(manifest, req, f"{where}.{TOKEN_SETTING.get(req.key, req.key)}")
+                if problem:
+                    out.append(problem)
+        return out
+
+    @classmethod
+    def check(cls, cfg: MethodConfig, manifest) -> None:
+        """Every precondition on the dataset, before any tokenizer or weights load: ONE ConfigError
+        "methods.<name> cannot run on dataset <ds>: <problem>; <problem>" listing all of `problems`."""
+        found = cls.problems(cfg, manifest)
+        if found:
+            raise ConfigError(f"methods.{cls.name} cannot run on dataset {manifest.name!r}: " + "; ".join(found))
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """Sub-modules whose weights come from outside and never change in training (a frozen CLIP, a frozen
+        BERT): checkpoints leave their tensors out and store their fingerprint. Default: whatever the building
+        blocks declare frozen (a `TextEncoder` with finetune=False). Momentum encoders and queues change during
+        training: they are not frozen and stay in the checkpoint."""
+        found: dict[int, nn.Module] = {}
+        for sub in self.modules():
+            if sub is not self and not isinstance(sub, Method) and hasattr(sub, "frozen_modules"):
+                for m in sub.frozen_modules():
+                    found.setdefault(id(m), m)
+        return list(found.values())
+
+    # -- training -------------------------------------------------------------------------------------------
     def task_loss(self, pred: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         kind = self.cfg.task_loss
         if kind == "auto":

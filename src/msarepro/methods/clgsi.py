@@ -257,10 +257,15 @@ class CLGSI(Method):
             if not (self.use_common or self.use_specific):
                 raise ConfigError(f"{where}: use_common and use_specific are both false; the head needs one")
 
+    @classmethod
+    def problems(cls, cfg: Config, manifest) -> list[str]:
+        out = super().problems(cfg, manifest)
+        if manifest.task != "regression":  # labels mapped to [-1, 1] (map_labels), MAE loss: intensities
+            out.append(f"clgsi predicts sentiment intensity, and dataset {manifest.name!r} is {manifest.task}")
+        return out
+
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
-        if manifest.task != "regression":
-            raise ConfigError(f"clgsi predicts sentiment intensity; dataset {manifest.name!r} is {manifest.task}")
         mods = manifest.modalities
         self.text = TextEncoder(cfg.text_encoder, manifest)
         d_t = self.text.out_dim

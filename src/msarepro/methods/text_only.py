@@ -29,12 +29,19 @@ class TextOnly(Method):
         layers: int = 1
         dropout: float = 0.1
 
+    @classmethod
+    def text_source(cls, cfg: Config, manifest) -> str:
+        if manifest.family == "image_text" and cfg.text_encoder == "features":
+            return "tiny-bert"  # image-text sets have no precomputed text features
+        return cfg.text_encoder
+
+    @classmethod
+    def required_modalities(cls, cfg: Config, manifest) -> tuple[str, ...]:
+        return ("text",) if cls.text_source(cfg, manifest) == "features" else ()  # the text alone (ids: tokens)
+
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
-        source = cfg.text_encoder
-        if manifest.family == "image_text" and source == "features":
-            source = "tiny-bert"  # image-text sets carry token ids only
-        self.text = TextEncoder(source, manifest)
+        self.text = TextEncoder(self.text_source(cfg, manifest), manifest)
         self.proj = nn.Linear(self.text.out_dim, cfg.hidden)
         self.encoder = transformer_encoder(cfg.hidden, cfg.heads, cfg.layers, dropout=cfg.dropout)
         self.out = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),

@@ -47,12 +47,14 @@ def _save(fig, path: Path, **kw) -> Path:
 # ---- loading a finished run -----------------------------------------------------------------------------------
 
 def load_run(run_dir: str | Path, method: str, params_path: str | Path = "params.yaml"):
-    """-> (model at initialisation, seeded like the run; the run's dataset; its resolved config). Load the
-    trained weights with `load_best`. ConfigError when the run is not a `method` run."""
+    """-> (model at initialisation, seeded like the run; the run's dataset, with the token ids the method reads,
+    provided as in training; its resolved config). Load the trained weights with `load_best`. ConfigError when the
+    run is not a `method` run, or when the dataset's tokens are no longer those the run recorded."""
     from .. import config
     from ..config import ConfigError
     from ..data import ensure_dataset, load_dataset
     from ..methods import build_method, get_method
+    from ..train import provide_inputs
 
     run_dir = Path(run_dir)
     resolved = json.loads((run_dir / "config.json").read_text(encoding="utf-8"))
@@ -62,14 +64,20 @@ def load_run(run_dir: str | Path, method: str, params_path: str | Path = "params
         config.load(params_path).data
     ds = load_dataset(ensure_dataset(resolved["dataset"], data.root, data.synth_seed, data.synth_scale))
     cfg = config.build(get_method(method).Config, resolved["method"], f"methods.{method}")
+    tokens = provide_inputs(method, cfg, ds, data.root)  # check, then the tokens, as the training loop does
+    if "tokens" in resolved and tokens != resolved["tokens"]:
+        raise ConfigError(f"{run_dir / 'config.json'}: the run read tokens {resolved['tokens']}, the dataset now "
+                          f"gives {tokens}; re-create the dataset's tokens as they were, or retrain")
     torch.manual_seed(resolved["seed"])
     return build_method(method, cfg, ds.manifest), ds, resolved
 
 
 def load_best(model: torch.nn.Module, run_dir: str | Path) -> torch.nn.Module:
-    state = torch.load(Path(run_dir) / "best.pt", map_location="cpu", weights_only=False)["model"]
-    model.load_state_dict(state)
-    return model.eval()
+    """The run's best.pt weights into `model` (from `load_run`), through the training loop's one loader (which
+    verifies the fingerprint of the frozen modules best.pt leaves out). -> model in eval mode."""
+    from ..train import load_weights
+
+    return load_weights(model, Path(run_dir) / "best.pt").eval()
 
 
 def _first_batch(ds, split: str, n: int) -> dict[str, torch.Tensor]:
