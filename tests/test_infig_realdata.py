@@ -132,7 +132,53 @@ def _check_run(out: Path, variant: list[str], tiny_hf, vocab_hashes) -> None:
     if uses_clip:
         clip = tokens["clip_ids"]
         assert clip["vocab_sha256"] == vocab_hashes["clip"] and clip["source"] == "derived"
-        assert Path(clip["tokenizer"]).name == tiny_hf["clip"].name and clip["max_len"] == 77
+        assert Path(clip["tokenizer"]).name == tiny_hf["clip"].name
+
+
+# ------------------------------------------------------------------------------------------- the tiny folders
+
+
+def test_tiny_folders_load_offline_like_the_real_ones(tiny_hf):
+    """Each folder loads through the Auto* classes with HF_HUB_OFFLINE=1 (conftest) as its real counterpart does:
+    DeBERTa-v3's tokenizer from spm.model alone with v3's special ids, CLIP's byte-level BPE tokenizer, both
+    models, and image processors whose mean / std are the unusual ones (pinned on a processed image)."""
+    from PIL import Image
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"
+    deb = tiny_hf["deberta"]
+    assert (deb / "spm.model").exists() and not (deb / "tokenizer.json").exists()  # as microsoft/deberta-v3-base
+    tok = AutoTokenizer.from_pretrained(deb)
+    assert type(tok).__name__.startswith("DebertaV2Tokenizer")
+    assert [tok.pad_token_id, tok.cls_token_id, tok.sep_token_id, tok.unk_token_id] == [0, 1, 2, 3]
+    assert tok.mask_token == "[MASK]" and tok.mask_token_id not in (0, 1, 2, 3)
+    ids = tok("happy sunny day")["input_ids"]
+    assert ids[0] == 1 and ids[-1] == 2 and 3 not in ids and len(ids) == 5  # [CLS] three words [SEP]
+    model = AutoModel.from_pretrained(deb)
+    c = model.config
+    assert type(model).__name__ == "DebertaV2Model" and c.vocab_size == len(tok)
+    assert c.relative_attention and c.position_buckets > 0 and list(c.pos_att_type) == ["p2c", "c2p"]
+    assert c.share_att_key and c.norm_rel_ebd == "layer_norm" and not c.position_biased_input
+
+    ctok = AutoTokenizer.from_pretrained(tiny_hf["clip"])
+    assert type(ctok).__name__.startswith("CLIPTokenizer") and ctok.model_max_length == 77
+    cids = ctok("Happy sunny day!")["input_ids"]
+    assert ctok.convert_ids_to_tokens(cids) == ["<|startoftext|>", "happy</w>", "sunny</w>", "day</w>", "!</w>",
+                                                "<|endoftext|>"]
+    clip = AutoModel.from_pretrained(tiny_hf["clip"])
+    assert type(clip).__name__ == "CLIPModel" and clip.config.text_config.vocab_size == len(ctok)
+    assert clip.config.text_config.eos_token_id == ctok.eos_token_id
+    assert clip.config.vision_config.image_size == CLIP_SIDE
+    proc = AutoImageProcessor.from_pretrained(tiny_hf["clip"])
+    img = np.random.default_rng(0).integers(0, 256, (CLIP_SIDE, CLIP_SIDE, 3), dtype=np.uint8)
+    pv = proc(images=Image.fromarray(img), return_tensors="np")["pixel_values"][0]  # (3, S, S)
+    expect = (img.transpose(2, 0, 1) / 255.0 - np.array(CLIP_MEAN)[:, None, None]) / np.array(CLIP_STD)[:, None, None]
+    np.testing.assert_allclose(pv, expect, atol=1e-5)  # a same-size image: only the normalisation acts
+
+    resnet = AutoModel.from_pretrained(tiny_hf["resnet"])
+    assert type(resnet).__name__ == "ResNetModel"
+    rproc = AutoImageProcessor.from_pretrained(tiny_hf["resnet"])
+    assert tuple(rproc.image_mean) != (0.485, 0.456, 0.406) and tuple(rproc.image_std) != (0.229, 0.224, 0.225)
 
 
 # ------------------------------------------------------------------------------------------------ the imports
@@ -230,15 +276,16 @@ def test_infig_sees_deberta_tokens_clip_tokens_and_clip_normalised_pixels(import
     tower gets (stored image / 255 - image_mean) / image_std with the processor's unusual mean / std (not OpenAI's)
     for every training row."""
     from transformers import AutoTokenizer, DebertaV2Model
-    from transformers.models.clip.modeling_clip import CLIPTextTransformer, CLIPVisionTransformer
+    from transformers.models.clip.modeling_clip import CLIPTextEmbeddings, CLIPVisionEmbeddings
 
     from msarepro.cli import main
     from msarepro.data import load_dataset
 
     seen = {"deberta": [], "clip_text": [], "clip_vision": []}
     _spy(monkeypatch, DebertaV2Model, seen["deberta"])
-    _spy(monkeypatch, CLIPTextTransformer, seen["clip_text"])
-    _spy(monkeypatch, CLIPVisionTransformer, seen["clip_vision"])
+    # CLIP's towers through their embedding layers, which every way of calling a tower goes through once
+    _spy(monkeypatch, CLIPTextEmbeddings, seen["clip_text"])
+    _spy(monkeypatch, CLIPVisionEmbeddings, seen["clip_vision"])
     max_len = 12
     out = tmp_path / "run"
     assert main(_train_args(tiny_hf, placed["clmlf_data"], "clmlf", out, [], {"text_max_len": max_len})) == 0
@@ -271,7 +318,7 @@ def test_infig_sees_deberta_tokens_clip_tokens_and_clip_normalised_pixels(import
     got = set()
     assert seen["clip_text"]
     for call in seen["clip_text"]:
-        for real in _real(call["input_ids"], call.get("attention_mask"), ctok.eos_token_id):
+        for real in _real(call["input_ids"], None, ctok.eos_token_id):  # real up to the first end-of-text
             assert tuple(real) in clip_train, f"CLIP's text tower got ids that are no row's CLIP tokens: {real}"
             got.add(tuple(real))
     assert got == clip_train
