@@ -123,11 +123,16 @@ def _check_run(out: Path, variant: list[str], tiny_hf, vocab_hashes) -> None:
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["epochs_run"] == 1 and "Accuracy" in metrics["test"] and "Accuracy" in metrics["valid"]
     assert all(np.isfinite(v) for v in metrics["test"].values())
-    tokens = json.loads((out / "config.json").read_text())["tokens"]
+    flags = {k: f"{k}=false" not in variant for k in ("use_clip", "use_gam", "use_hfam")}
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config["method"][k] for k in flags} == flags
+    history = pd.read_csv(out / "history.csv")  # the row's loss terms, and only those, were trained
+    assert ("train_global" in history) == flags["use_gam"] and ("train_fine" in history) == flags["use_hfam"]
+    tokens = config["tokens"]
     text = tokens["text_ids"]
     assert text["vocab_sha256"] == vocab_hashes["deberta"] and text["source"] == "derived"
     assert Path(text["tokenizer"]).name == tiny_hf["deberta"].name
-    uses_clip = "use_gam=false" not in variant and "use_clip=false" not in variant
+    uses_clip = flags["use_gam"] and flags["use_clip"]
     assert ("clip_ids" in tokens) == uses_clip, tokens
     if uses_clip:
         clip = tokens["clip_ids"]
