@@ -1,11 +1,14 @@
-"""Fixture builders for the real-data tests (not collected): MMSA-format pickles in the real layout and a local
+"""Fixture builders for the real-data tests (not collected): MMSA-format pickles in the real layout, a local
 HTTP server (http.server in a thread on 127.0.0.1) that serves files, Range requests, Hugging Face-style
-`resolve` and `tree` URLs, and can cut a connection part-way through a response."""
+`resolve` and `tree` URLs, and can cut a connection part-way through a response, and small image-text datasets
+placed in each real layout (original MVSA archive, CLMLF, HFM, TumEmo table)."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import numpy as np
 
@@ -134,3 +137,125 @@ class FileServer:
     def __exit__(self, *exc):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+# ------------------------------------------------------------------------------- image-text layouts, placed by hand
+# Small fixtures in each real image-text layout, written where a user puts them (docs/datasets.md, the registry's
+# placement message): `rows` gives every item's id, raw text and label, each image has its own pixels (a seeded
+# pattern, 40 x 30, so resizing and cropping matter), and texts are distinct (mixed case, a hashtag, an emoji, one
+# long enough to be truncated), so a test can tell every row's tokens and pixels apart.
+
+TEXT_WORDS = ("Happy sunny day at the beach with friends", "so sad and tired in the rain today",
+              "calm quiet morning coffee", "ANGRY about the train again", "love this photo of my dog",
+              "bored at home, nothing on", "great game tonight! #team", "dark cold night in the city")
+
+
+def imagetext_rows(n: int = 24, n_classes: int = 3, seed: int = 0, first_id: int = 1) -> list[dict]:
+    """n rows {id, text, label}: distinct raw texts, labels cycling over the classes (shuffled, seeded)."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % n_classes
+    rng.shuffle(labels)
+    rows = []
+    for i in range(n):
+        text = f"{i} {TEXT_WORDS[i % len(TEXT_WORDS)]}"  # the number first: rows stay distinct when cut
+        if i % 5 == 1:
+            text += " \U0001F600"  # an emoji: unknown to the DeBERTa vocabulary, bytes to CLIP's
+        if i == 2:
+            text = " ".join([text] * 6)  # longer than a small max_len: truncated
+        rows.append({"id": str(first_id + i), "text": text, "label": int(labels[i])})
+    return rows
+
+
+def write_pattern_image(path, seed: int, size=(40, 30)) -> None:
+    """A seeded RGB pattern (smooth gradient plus noise), saved as JPEG or PNG by the file's extension."""
+    from PIL import Image
+
+    rng = np.random.default_rng(1000 + seed)
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = rng.uniform(0, 255, 3)
+    img = np.stack([(base[c] + (c + 1) * 3.0 * xx + (3 - c) * 2.0 * yy) % 256 for c in range(3)], -1)
+    img = np.clip(img + rng.normal(0, 8, img.shape), 0, 255).astype(np.uint8)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(img, "RGB").save(path)
+
+
+def place_mvsa_release(raw_dir, archive_name: str, rows: list[dict], annotators: int = 1) -> Path:
+    """The original MVSA release zipped as distributed: MVSA[_Single]/labelResultAll.txt (ID<TAB>text,image per
+    annotator) and data/<id>.txt, data/<id>.jpg, in raw_dir/archive_name. Every row's annotations aggregate to its
+    label (MVSA-Multiple: two of three annotators agree on both modalities, the third dissents)."""
+    import zipfile
+
+    from msarepro.data.imagetext import MVSA_CLASSES
+
+    raw_dir = Path(raw_dir)
+    staging = raw_dir / ".staging"
+    top = staging / ("MVSA" if annotators > 1 else "MVSA_Single")
+    lines = ["ID\t" + "\t".join(["text,image"] * annotators)]
+    for k, r in enumerate(rows):
+        c = MVSA_CLASSES[r["label"]]
+        other = MVSA_CLASSES[(r["label"] + 1) % 3]
+        pairs = [f"{c},{c}"] if annotators == 1 else [f"{c},{c}", f"{other},{other}", f"{c},{c}"][-annotators:]
+        if annotators == 1 and k % 4 == 3 and c != "neutral":
+            pairs = [f"{c},neutral"]  # one neutral modality: the pair takes the other's label
+        lines.append(f"{r['id']}\t" + "\t".join(pairs))
+        (top / "data").mkdir(parents=True, exist_ok=True)
+        (top / "data" / f"{r['id']}.txt").write_bytes(r["text"].encode("utf-8") + b"\n")
+        write_pattern_image(top / "data" / f"{r['id']}.jpg", int(r["id"]))
+    (top / "labelResultAll.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    archive = raw_dir / archive_name
+    with zipfile.ZipFile(archive, "w") as z:
+        for p in sorted(staging.rglob("*")):
+            z.write(p, p.relative_to(staging).as_posix())
+    shutil.rmtree(staging)
+    return archive
+
+
+def write_clmlf_splits(folder, rows: list[dict], sizes=(16, 4, 4)) -> Path:
+    """CLMLF's split files train.json, dev.json, test.json (lists of {"id", "text", "emotion_label"}) in folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    a, b = sizes[0], sizes[0] + sizes[1]
+    for name, part in (("train.json", rows[:a]), ("dev.json", rows[a:b]), ("test.json", rows[b:])):
+        (folder / name).write_text(json.dumps([{"id": r["id"], "text": r["text"], "emotion_label": r["label"]}
+                                               for r in part], ensure_ascii=False), encoding="utf-8")
+    return folder
+
+
+def place_clmlf_layout(folder, rows: list[dict], sizes=(16, 4, 4)) -> Path:
+    """CLMLF's repository layout: train.json, dev.json, test.json and dataset_image/<id>.jpg."""
+    folder = write_clmlf_splits(folder, rows, sizes)
+    for r in rows:
+        write_pattern_image(folder / "dataset_image" / f"{r['id']}.jpg", int(r["id"]))
+    return folder
+
+
+def place_hfm(raw_dir, rows: list[dict], sizes=(16, 4, 4)) -> Path:
+    """HFM as its repository has it: text/train.txt, valid2.txt, test2.txt (one Python list literal per line:
+    train [id, text, label], valid/test [id, text, hashtag label, label]) and dataset_image/<id>.jpg."""
+    raw_dir = Path(raw_dir)
+    (raw_dir / "text").mkdir(parents=True, exist_ok=True)
+    a, b = sizes[0], sizes[0] + sizes[1]
+    for name, part in (("train.txt", rows[:a]), ("valid2.txt", rows[a:b]), ("test2.txt", rows[b:])):
+        lines = [repr([r["id"], r["text"], r["label"]]) if name == "train.txt"
+                 else repr([r["id"], r["text"], 0, r["label"]]) for r in part]
+        (raw_dir / "text" / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for r in rows:
+        write_pattern_image(raw_dir / "dataset_image" / f"{r['id']}.jpg", int(r["id"]))
+    return raw_dir
+
+
+def place_tumemo(raw_dir, rows: list[dict], class_names) -> Path:
+    """TumEmo as the registry asks for it: tumemo.csv (id, text, label as a class name) and images/<id>.jpg."""
+    import csv
+
+    raw_dir = Path(raw_dir)
+    raw_dir.mkdir(parents=True, exist_ok=True)
+    with open(raw_dir / "tumemo.csv", "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["id", "text", "label"])
+        for r in rows:
+            w.writerow([r["id"], r["text"], class_names[r["label"]]])
+    for r in rows:
+        write_pattern_image(raw_dir / "images" / f"{r['id']}.jpg", int(r["id"]))
+    return raw_dir
