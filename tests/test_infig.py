@@ -219,7 +219,6 @@ def test_fusion_word_attention_and_plot(params, mvsa, tmp_path):
 
 
 def test_short_run_through_the_training_loop(small_data, tmp_path):
-    pytest.importorskip("msarepro.data.tokens", reason="the training loop provides clip_ids through the data layer")
     from msarepro.train import RunSpec, run
 
     params = fast_params(max_epochs=2, **{"data.root": str(small_data["synth-mvsa"].parent)})
@@ -353,7 +352,7 @@ def test_clip_projection_trainable_learns_from_the_global_loss(params, mvsa):
 # ---- what INFIG asks of a dataset ---------------------------------------------------------------------------------
 
 def test_token_requests_name_each_encoders_tokenizer(params, mvsa, tmp_path):
-    tokens = pytest.importorskip("msarepro.data.tokens")
+    from msarepro.data import tokens
     ds, _ = mvsa
     paper = method_config(params, "infig", "mvsa-single")
     assert INFIG.token_requests(paper, ds.manifest) == [
@@ -398,13 +397,15 @@ def test_image_problems(params, mvsa, tmp_path):
 
 
 def test_check_adds_the_image_problems_after_the_shared_checks(params, mvsa):
-    if "check" not in vars(Method):
-        pytest.skip("Method.check (the shared checks) is not in this tree yet")
     ds, _ = mvsa
     synth = method_config(params, "infig", "synth-mvsa")
     INFIG.check(synth, ds.manifest)
-    with pytest.raises(ConfigError, match="methods.infig cannot run on dataset synth-mvsa: .*image_size"):
+    with pytest.raises(ConfigError, match="methods.infig cannot run on dataset 'synth-mvsa': .*image_size"):
         INFIG.check(synth, _manifest_with_side(ds.manifest, 4))
+    # one error lists a shared problem (the task loss) and INFIG's own (the image side) together
+    bad = dataclasses.replace(synth, task_loss="mse")
+    with pytest.raises(ConfigError, match=r"task_loss.*; .*4 x 4"):
+        INFIG.check(bad, _manifest_with_side(ds.manifest, 4))
 
 
 def test_frozen_modules(params, mvsa):

@@ -1,9 +1,6 @@
 """Method.check, for every registered method: it passes on the embedded dataset of each family the method handles,
 and refuses (one ConfigError, one line, naming the problem) a dataset of another family, one without an array the
-model reads, one without the token ids its text encoder needs; it runs before any weights load.
-
-Tests marked "token" need the data layer's msarepro.data.tokens (token requests and their check); they are
-skipped where that module is absent."""
+model reads, one without the token ids its text encoder needs; it runs before any weights load."""
 from __future__ import annotations
 
 from dataclasses import fields, replace
@@ -28,8 +25,8 @@ READS_EXCEPT = {("text_only", "trimodal"): {"text"}, ("text_only", "image_text")
 
 
 def token_module():
-    """Skip unless the data layer's token module is there (a "token" test)."""
-    return pytest.importorskip("msarepro.data.tokens", reason="token checks need msarepro.data.tokens")
+    from msarepro.data import tokens
+    return tokens
 
 
 def _case(method, family, small_data, params, **changes):
@@ -156,12 +153,13 @@ class WeightsLoaded(Exception):
 
 @pytest.fixture
 def no_weights(monkeypatch):
-    """Every way transformers loads a pretrained config, tokenizer or model raises WeightsLoaded."""
+    """Every way transformers loads pretrained weights or a tokenizer raises WeightsLoaded. Reading a model's
+    config file stays allowed: it holds no weights, and INFIG's check reads the ResNet's stride from it."""
     import transformers
 
     def refuse(*a, **k):
         raise WeightsLoaded(a[:1])
-    for name in ("AutoModel", "AutoConfig", "AutoTokenizer", "CLIPModel", "PreTrainedModel", "PretrainedConfig",
+    for name in ("AutoModel", "AutoTokenizer", "AutoImageProcessor", "CLIPModel", "PreTrainedModel",
                  "PreTrainedTokenizerBase"):
         monkeypatch.setattr(getattr(transformers, name), "from_pretrained", classmethod(refuse))
 

@@ -8,16 +8,18 @@ import torch
 from msarepro.data import load_dataset
 from msarepro.data.loader import to_tensors
 from msarepro.methods import all_methods, build_method, method_config
+from msarepro.train import provide_inputs
 
 FAMILY_DATASETS = {"trimodal": ["synth-mosi", "synth-sims"], "image_text": ["synth-mvsa"]}
 CASES = [(m, d) for m, cls in sorted(all_methods().items()) for f in cls.families for d in FAMILY_DATASETS[f]]
 
 
 @pytest.mark.parametrize("method,dataset", CASES, ids=[f"{m}-{d}" for m, d in CASES])
-def test_forward_backward_gradients(method, dataset, small_data, params):
+def test_forward_backward_gradients(method, dataset, small_data, params, tmp_path):
     torch.manual_seed(0)
     ds = load_dataset(small_data[dataset])
     cfg = method_config(params, method, ds.manifest.preset)
+    provide_inputs(method, cfg, ds, tmp_path)  # the token ids the method asks for, as training does
     model = build_method(method, cfg, ds.manifest)
     train = to_tensors(ds)["train"]
     model.on_epoch_start(0, train)

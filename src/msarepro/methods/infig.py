@@ -469,11 +469,12 @@ class INFIG(Method):
         return requests
 
     @classmethod
-    def check(cls, cfg: Config, manifest) -> None:
-        super().check(cfg, manifest)
-        problems = cls.image_problems(cfg, manifest)
-        if problems:
-            raise ConfigError(f"methods.infig cannot run on dataset {manifest.name}: {'; '.join(problems)}")
+    def problems(cls, cfg: Config, manifest) -> list[str]:
+        """The shared checks (family, arrays, tokens), then INFIG's image preconditions: one error lists them all."""
+        found = super().problems(cfg, manifest)
+        if manifest.family in cls.families and "image" in manifest.modalities:
+            found += cls.image_problems(cfg, manifest)
+        return found
 
     @classmethod
     def image_problems(cls, cfg: Config, manifest) -> list[str]:
