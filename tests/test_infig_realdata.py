@@ -243,6 +243,30 @@ def test_placed_mvsa_single_archive_downloads_and_trains_in_a_real_process(impor
     _check_run(out, [], tiny_hf, vocab_hashes)
 
 
+def test_tokenize_model_fills_exactly_what_training_asks_for(imported, tiny_hf, tmp_path, capsys):
+    """`msarepro data tokenize NAME --model infig` (ahead of an offline job) caches DeBERTa's text_ids and CLIP's
+    clip_ids as INFIG will ask for them; the training run that follows finds both entries and adds none."""
+    import shutil
+
+    from msarepro.cli import main
+
+    root = tmp_path / "data"
+    shutil.copytree(imported["hfm"], root / "hfm")
+    train = _train_args(tiny_hf, root, "hfm", tmp_path / "run", [])
+    sets = train[train.index("-S"):]
+    assert main(["data", "tokenize", "hfm", "--model", "infig", "--params", PARAMS, *sets]) == 0
+    out = capsys.readouterr().out
+    assert f"hfm: text_ids token ids of {str(tiny_hf['deberta'])!r}" in out
+    assert f"hfm: clip_ids token ids of {str(tiny_hf['clip'])!r}" in out
+    entries = sorted(p.name for p in (root / ".tokens" / "hfm").iterdir())
+    assert len(entries) == 2
+    assert main(train) == 0
+    assert sorted(p.name for p in (root / ".tokens" / "hfm").iterdir()) == entries
+    capsys.readouterr()
+    assert main(["data", "tokenize", "hfm", "--params", PARAMS, *sets]) == 2
+    assert "give --model METHOD (its own requests) or --tokenizer NAME" in capsys.readouterr().err
+
+
 # ----------------------------------------------------------------------------------- what the encoders see
 
 

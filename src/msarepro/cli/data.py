@@ -65,28 +65,46 @@ def cmd_data_import_imagetext(args) -> int:
 
 
 def cmd_data_tokenize(args) -> int:
+    """Fill the token cache: either one tokenizer (--tokenizer, --max-len) or every request a method makes on this
+    dataset under its preset (--model: exactly what training will ask for, so the entries match)."""
     import json
 
+    from ..config import ConfigError
     from ..data import load_dataset
     from ..data.registry import dataset_dir
-    from ..config import ConfigError
     from ..data.tokens import TokenRequest, cache_entry, check_request, provide_tokens
+    from ..io import sha256_file
 
+    if bool(args.tokenizer) == bool(args.model):
+        raise ConfigError("data tokenize: give --model METHOD (its own requests) or --tokenizer NAME (exactly one of them)")
     params = load_params(args)
     root = dataset_dir(args.name, params.data.root)
     ds = load_dataset(root, verify_hashes=params.data.verify_hashes)
-    req = TokenRequest("text_ids", args.tokenizer, args.max_len)
-    problem = check_request(ds.manifest, req, "--tokenizer")
-    if problem is not None:
-        raise ConfigError(problem)
+    if args.model:
+        from ..methods import get_method, method_config
+
+        cls = get_method(args.model)
+        cfg = method_config(params, args.model, ds.manifest.preset or ds.manifest.name)
+        cls.check(cfg, ds.manifest)
+        requests = cls.token_requests(cfg, ds.manifest)
+        if not requests:
+            print(f"{ds.manifest.name}: methods.{args.model} reads no token ids here; nothing to cache")
+            return 0
+    else:
+        requests = [TokenRequest("text_ids", args.tokenizer, args.max_len)]
+        problem = check_request(ds.manifest, requests[0], "--tokenizer")
+        if problem is not None:
+            raise ConfigError(problem)
     cache_root = Path(params.data.root) / ".tokens"
-    rec = provide_tokens(ds, [req], cache_root)["text_ids"]
-    where = "the dataset's own ids (nothing to cache)"
-    if rec["source"] == "derived":
-        from ..io import sha256_file
-        where = str(cache_entry(ds, req, cache_root, sha256_file(root / "labels.csv")))
-    print(f"{ds.manifest.name}: token ids of {args.tokenizer!r}: {where}")
-    print(json.dumps(rec, indent=2, sort_keys=True))
+    record = provide_tokens(ds, requests, cache_root)
+    for req in requests:
+        rec = record[req.key]
+        where = "the dataset's own ids (nothing to cache)"
+        if rec["source"] == "derived":
+            where = str(cache_entry(ds, req, cache_root, sha256_file(root / "labels.csv")))
+        label = f"{req.key} " if args.model else ""
+        print(f"{ds.manifest.name}: {label}token ids of {req.tokenizer!r}: {where}")
+        print(json.dumps(rec, indent=2, sort_keys=True))
     return 0
 
 
@@ -181,7 +199,9 @@ def add_commands(sub) -> None:
     tk = data.add_parser("tokenize", help="derive a dataset's token ids for a tokenizer from its raw text and "
                          "cache them under <data.root>/.tokens (ahead of offline training), then print the record")
     tk.add_argument("name", help="registered dataset name (under data.root) or a dataset directory")
-    tk.add_argument("--tokenizer", required=True, help="packaged-minilm, a Hugging Face tokenizer name (e.g. "
+    tk.add_argument("--model", help="a registered method: cache every token array it asks for on this dataset "
+                    "(its preset in params.yaml, -S overrides applied), exactly as training will request them")
+    tk.add_argument("--tokenizer", help="instead of --model: packaged-minilm, a Hugging Face tokenizer name (e.g. "
                     "microsoft/deberta-v3-base, openai/clip-vit-base-patch32) or a local folder")
     tk.add_argument("--max-len", type=int, default=0, help="ids per text (default 0: the tokenizer's own "
                     "model_max_length, at most 512; CLIP: 77); training asks for the method's own value")
