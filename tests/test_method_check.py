@@ -168,7 +168,7 @@ def test_the_check_comes_before_any_weights(no_weights, small_data, params):
     import transformers
 
     with pytest.raises(WeightsLoaded):  # the patch is live
-        transformers.AutoModel.from_pretrained("bert-base-uncased")
+        transformers.AutoModel.from_pretrained("a-name-never-fetched")  # patched: raises before any lookup
     mvsa = load_dataset(small_data["synth-mvsa"]).manifest
     mosi = load_dataset(small_data["synth-mosi"]).manifest
     almt = replace(method_config(params, "almt", ""), text_encoder="bert-base-uncased")
