@@ -10,6 +10,8 @@ params.yaml layout (one typed section each; an unknown key anywhere is an error 
     regression: RegressionConfig  the smoke run of `msarepro check-regression`
     pretrain:   PretrainConfig  AE-MT's autoencoder pretraining, with `presets:` per dataset preset
     methods:    <name>: {<field>: value, ..., presets: {<dataset preset>: {<field>: value}}}
+    variants:   <name>: VariantConfig   a named method with settings over its block (a paper's ablation row)
+    ablations:  AblationsConfig  the ablation grid (variants x datasets x seeds), run by the sweep stage
 
 A method's fields are its `Config` dataclass (optimisation fields from `MethodConfig` plus its own); a preset
 named after a dataset (`synth-mosi`, `mosi`, ...) overrides them for that dataset (`with_preset`). The method
@@ -23,6 +25,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
+import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,6 +184,40 @@ class PretrainSection:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """A named variant of a method: the method's settings with `settings` over them (after the dataset preset; a
+    `presets:` inside `settings` applies per preset too) and, for a method that pretrains, `pretrain` over the
+    `pretrain:` section. `rows` are the paper rows it reproduces ("Table 4: w/o AHL"; `paper` defaults to the
+    method's own paper); a non-empty `refused` says why such a row cannot be reproduced here (it never runs)."""
+    method: str
+    settings: dict[str, Any] = dataclasses.field(default_factory=dict)
+    pretrain: dict[str, Any] = dataclasses.field(default_factory=dict)
+    paper: str = ""
+    rows: tuple[str, ...] = ()
+    refused: str = ""
+
+    def validate(self, where: str) -> None:
+        for r in self.rows:
+            table, sep, label = r.partition(":")
+            if not sep or not label.strip() or not table.strip().startswith(("Table ", "Figure ")):
+                raise ConfigError(f"{where}.rows: {r!r}; expected '<Table N | Figure N>: <row label>'")
+
+    def row_refs(self) -> list[tuple[str, str, str]]:
+        """-> [(paper, table id, row label)] of the rows this variant reproduces."""
+        paper = self.paper or self.method
+        return [(paper, *(x.strip() for x in r.split(":", 1))) for r in self.rows]
+
+
+@dataclass(frozen=True)
+class AblationsConfig:
+    """The ablation grid: every variant on every dataset whose family its method handles, for every seed. The
+    full models of the variants run on the same datasets and seeds (for the paired tests)."""
+    variants: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (1111,)
+
+
+@dataclass(frozen=True)
 class Params:
     model: str
     dataset: str
@@ -192,6 +229,8 @@ class Params:
     regression: RegressionConfig
     pretrain: PretrainSection
     methods: dict[str, dict[str, Any]]  # raw per-method blocks; msarepro.methods validates and resolves them
+    variants: dict[str, VariantConfig] = dataclasses.field(default_factory=dict)
+    ablations: AblationsConfig = AblationsConfig()
 
 
 def with_preset(block: dict | None, preset: str = "") -> dict:
@@ -302,13 +341,14 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of params with DVC-style overrides applied. Keys outside `methods` must exist already;
-    under `methods.<name>` new keys are allowed and are checked against that method's Config."""
+    under `methods.<name>` and `variants.<name>.settings|pretrain` new keys are allowed (checked against the
+    method's Config / PretrainConfig)."""
     out = copy.deepcopy(raw)
     for text in overrides:
         parts, value = parse_override(text)
         node = out
         for i, p in enumerate(parts[:-1]):
-            free = parts[0] == "methods" and i >= 1
+            free = (parts[0] == "methods" and i >= 1) or (parts[0] == "variants" and i >= 2)
             if p not in node or node[p] is None:
                 if not free:
                     raise ConfigError(f"override {text!r}: no key {'.'.join(parts[:i + 1])!r} in params.yaml")
@@ -316,7 +356,8 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node[p]
             if not isinstance(node, dict):
                 raise ConfigError(f"override {text!r}: {'.'.join(parts[:i + 1])!r} is not a section")
-        if parts[-1] not in node and not (parts[0] == "methods" and len(parts) >= 3):
+        if parts[-1] not in node and not ((parts[0] == "methods" and len(parts) >= 3)
+                                          or (parts[0] == "variants" and len(parts) >= 4)):
             known = ", ".join(sorted(node)) if isinstance(node, dict) else ""
             raise ConfigError(f"override {text!r}: no key {'.'.join(parts)!r} in params.yaml (known: {known})")
         node[parts[-1]] = value
@@ -337,8 +378,9 @@ def load_raw(path: str | Path = "params.yaml") -> dict:
 
 
 SECTIONS = {"data": DataConfig, "sweep": SweepConfig, "pipeline": PipelineConfig, "evaluate": EvaluateConfig,
-            "regression": RegressionConfig}
-TOP_LEVEL = ("model", "dataset", "seed", *SECTIONS, "pretrain", "methods")
+            "regression": RegressionConfig, "ablations": AblationsConfig}
+TOP_LEVEL = ("model", "dataset", "seed", *SECTIONS, "pretrain", "methods", "variants")
+VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
 
 def from_dict(raw: dict) -> Params:
@@ -359,12 +401,20 @@ def from_dict(raw: dict) -> Params:
             raise ConfigError(f"methods.{name}: expected a mapping of settings, got {block!r}")
     default, presets = build_with_presets(PretrainConfig, raw.get("pretrain"), "pretrain")
     sections = {k: build(cls, raw.get(k), k) for k, cls in SECTIONS.items()}
+    variants = raw.get("variants") or {}
+    if not isinstance(variants, dict):
+        raise ConfigError("variants: expected a mapping of variant name -> {method, settings, ...}")
+    for name in variants:
+        if not isinstance(name, str) or not VARIANT_NAME.fullmatch(name):
+            raise ConfigError(f"variants.{name}: a variant name is lowercase letters, digits, '-' and '_' "
+                              "(it names run directories and Snakemake jobs)")
     return Params(
         model=_coerce(str, raw["model"], "model"),
         dataset=_coerce(str, raw["dataset"], "dataset"),
         seed=_coerce(int, raw["seed"], "seed"),
         pretrain=PretrainSection(default, presets),
         methods={k: dict(v or {}) for k, v in methods.items()},
+        variants={k: build(VariantConfig, v, f"variants.{k}") for k, v in variants.items()},
         **sections,
     )
 

@@ -6,6 +6,7 @@ Every stage lists exactly the source files its work executes, between the marker
     check      the canonical format's reader and the dataset registry
     train      the training loop and every registered method (`model` is a parameter, so any may run)
     sweep      the same, plus the grid and per-run staleness logic (sweep.py) that the stage runs first
+    resolve    the single experiment's resolution (sweep.py's experiment_record, with every method's Config)
     pretrain   every module of the pretrain package (the stage's command and AE-MT's encoder pretraining)
                with everything they import (the encoders' blocks, the data loader, the config)
     evaluate   the evaluation (evaluate.py and the metrics); tables: the report package; figures: its figures
@@ -42,6 +43,7 @@ def stage_modules() -> dict[str, list[str]]:
             "pretrain": pretrain,
             "train": [TRAIN_MODULE] + methods,
             "sweep": [f"{pkg}.sweep", TRAIN_MODULE] + methods,
+            "resolve": [f"{pkg}.sweep"] + methods,
             "evaluate": [f"{pkg}.evaluate"],
             "tables": [f"{pkg}.report"],
             "figures": [f"{pkg}.report.figures_papers"]}

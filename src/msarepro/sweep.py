@@ -1,11 +1,16 @@
 """The training grid of the `sweep` stage: (method, dataset, seed) jobs, derived from params.yaml and the registries.
 
+The grid is sweep.methods x sweep.datasets x sweep.seeds plus the ablation grid (`ablations:`: variants and their
+full models x ablations.datasets x ablations.seeds). A job's `method` is the run's name: a registered method or a
+variant (`variants:` in params.yaml); its runs live in runs/sweep/<name>/<dataset>/<seed>/.
+
 Division of labour (docs/architecture.md): DVC decides whether the `sweep` stage is stale; inside it, this module
 decides which *runs* are stale, and Snakemake (Snakefile) schedules the missing ones over CPU slots or GPUs.
 
 A run is up to date when its `fingerprint.json` equals the fingerprint computed now from:
     the method's resolved Config for the dataset's preset, params.yaml's `data:` section, the seed,
-    the dataset files' SHA-256 (from its manifest), the pretrained encoders' hash (AE-MT only),
+    the dataset files' SHA-256 (from its manifest), the pretrained encoders' hash (AE-MT only: the encoders.pt its
+    resolved `pretrained` path names, one per pretraining setting),
     and a hash of the code the run executes: the package's static import closure (codedeps.py) of the training
     loop (TRAIN_MODULE) and of the method's own module, so a method's parent or building blocks count too.
 So changing one method's learning rate (or editing one method's file) retrains the runs whose code includes it
@@ -49,19 +54,40 @@ def dataset_family(name: str) -> str:
     return DATASETS[name].family
 
 
-def grid(params: Params) -> tuple[list[Job], list[tuple[str, str]]]:
-    """-> (jobs, skipped (method, dataset) pairs whose dataset family the method does not handle)."""
-    from .methods import get_method
+def _jobs(params: Params, names, datasets, seeds) -> tuple[list[Job], list[tuple[str, str]]]:
+    from .methods import get_method, method_of
 
     jobs, skipped = [], []
-    for m in params.sweep.methods:
-        cls = get_method(m)
-        for d in params.sweep.datasets:
+    for m in names:
+        cls = get_method(method_of(params, m))
+        for d in datasets:
             if dataset_family(d) not in cls.families:
                 skipped.append((m, d))
                 continue
-            jobs += [Job(m, d, s) for s in params.sweep.seeds]
+            jobs += [Job(m, d, s) for s in seeds]
     return jobs, skipped
+
+
+def ablation_grid(params: Params) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The `ablations:` grid: each variant, and the full model it is compared with, on every dataset of
+    `ablations.datasets` its method handles, for every seed of `ablations.seeds`."""
+    ab = params.ablations
+    if not ab.variants:
+        return [], []
+    from .methods import method_of
+    full = sorted({method_of(params, v) for v in ab.variants})
+    return _jobs(params, [*ab.variants, *full], ab.datasets, ab.seeds)
+
+
+def grid(params: Params) -> tuple[list[Job], list[tuple[str, str]]]:
+    """The jobs of the `sweep` stage: sweep.methods x sweep.datasets x sweep.seeds, then the ablation grid (jobs
+    already in the first are not repeated). -> (jobs, skipped (name, dataset) pairs whose dataset family the
+    method does not handle)."""
+    jobs, skipped = _jobs(params, params.sweep.methods, params.sweep.datasets, params.sweep.seeds)
+    more, more_skipped = ablation_grid(params)
+    seen = set(jobs)
+    jobs += [j for j in more if not (j in seen or seen.add(j))]
+    return jobs, skipped + [p for p in more_skipped if p not in skipped]
 
 
 def prepared_datasets(params: Params) -> list[str]:
@@ -77,31 +103,44 @@ def validate(params: Params) -> list[Job]:
             raise ConfigError(f"sweep.{key}: empty; list at least one")
         if len(set(values)) != len(values):
             raise ConfigError(f"sweep.{key}: duplicates in {list(values)}")
+    ab = params.ablations
+    for key, values in (("variants", ab.variants), ("datasets", ab.datasets), ("seeds", ab.seeds)):
+        if len(set(values)) != len(values):
+            raise ConfigError(f"ablations.{key}: duplicates in {list(values)}")
+    if ab.variants and not (ab.datasets and ab.seeds):
+        raise ConfigError("ablations: variants are listed but datasets or seeds is empty; list at least one of each "
+                          "(or empty ablations.variants to run no ablation)")
     prepared = prepared_datasets(params)
-    for d in list(sw.datasets) + [params.dataset]:
+    for d in list(sw.datasets) + list(ab.datasets if ab.variants else ()) + [params.dataset]:
         dataset_family(d)
         if d not in prepared:
-            raise ConfigError(f"dataset {d!r} is used (sweep.datasets or dataset) but is not in params.yaml's "
-                              f"pipeline.datasets {prepared}, so no download stage prepares it; add it there")
+            raise ConfigError(f"dataset {d!r} is used (sweep.datasets, ablations.datasets or dataset) but is not in "
+                              f"params.yaml's pipeline.datasets {prepared}, so no download stage prepares it; add it "
+                              "there")
     jobs, _ = grid(params)
     if not jobs:
         raise ConfigError("sweep: no (method, dataset) pair is compatible (method families vs dataset families)")
     return jobs
 
 
-def pretrain_datasets(params: Params) -> list[str]:
-    """Datasets whose AE-MT encoders the `pretrain` stage must produce: the sweep's, when AE-MT is swept, and
-    the single experiment's when `model` is AE-MT."""
-    from .methods import get_method, pretraining_methods
+def pretrain_needs(params: Params) -> dict[str, list[str]]:
+    """dataset -> the run names (methods or variants) whose runs load pretrained encoders there: the grid's (sweep
+    and ablations) and the single experiment's (`model` on `dataset`)."""
+    from .methods import get_method, method_of
 
-    out = []
-    for m in pretraining_methods():
-        fams = get_method(m).families
-        if m in params.sweep.methods:
-            out += [d for d in params.sweep.datasets if dataset_family(d) in fams]
-        if params.model == m and dataset_family(params.dataset) in fams:
-            out.append(params.dataset)
-    return sorted(set(out))
+    needs: dict[str, set[str]] = {}
+    jobs, _ = grid(params)
+    single = [Job(params.model, params.dataset, params.seed)]
+    for j in jobs + single:
+        cls = get_method(method_of(params, j.method))
+        if cls.uses_pretraining and dataset_family(j.dataset) in cls.families:
+            needs.setdefault(j.dataset, set()).add(j.method)
+    return {d: sorted(v) for d, v in sorted(needs.items())}
+
+
+def pretrain_datasets(params: Params) -> list[str]:
+    """Datasets whose pretrained encoders the `pretrain` stage must produce (pretrain_needs)."""
+    return list(pretrain_needs(params))
 
 
 # The modules whose import closures are the code of a training run (plus the method's module) and of AE-MT's
@@ -111,7 +150,7 @@ PRETRAIN_MODULE = "msarepro.pretrain.run"
 
 
 def method_module(method: str) -> str:
-    """The module that defines a registered method's class."""
+    """The module that defines a registered method's class (a variant's: its method's; see run_code_modules)."""
     from .methods import get_method
     return get_method(method).__module__
 
@@ -148,18 +187,46 @@ def _manifest(params: Params, dataset: str) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
 
 
-def fingerprint(params: Params, job: Job, pretrain_root: Path = PRETRAIN_ROOT) -> dict:
-    """Everything a run's result depends on (see module docstring), as a JSON-able dict."""
-    from .methods import method_config, pretraining_methods
+def pretrained_encoders(params: Params, name: str, dataset: str) -> Path | None:
+    """The encoders.pt a run of `name` (method or variant) on `dataset` loads; None when it loads none."""
+    from .methods import get_method, method_config, method_of
+
+    cls = get_method(method_of(params, name))
+    if not cls.uses_pretraining:
+        return None
+    man = _manifest(params, dataset)
+    cfg = method_config(params, name, man.get("preset") or dataset)
+    return Path(cfg.pretrained.format(dataset=man.get("name") or dataset)) / "encoders.pt" if cfg.pretrained else None
+
+
+def fingerprint(params: Params, job: Job) -> dict:
+    """Everything a run's result depends on (see module docstring), as a JSON-able dict. `job.method` is the
+    run's name (a method or a variant): its resolved Config holds the variant's settings, so editing a variant
+    retrains its runs only and editing the method's block retrains the method and all its variants."""
+    from .methods import method_config, method_of
 
     man = _manifest(params, job.dataset)
     preset = man.get("preset") or job.dataset
+    method = method_of(params, job.method)
     fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
           "config": to_jsonable(method_config(params, job.method, preset)), "data": to_jsonable(params.data),
-          "dataset_files": man.get("files", {}), "code": code_hash(job.method)}
-    if job.method in pretraining_methods():
-        enc = Path(pretrain_root) / job.dataset / "encoders.pt"
+          "dataset_files": man.get("files", {}), "code": code_hash(method)}
+    if job.method != method:
+        fp["variant_of"] = method
+    enc = pretrained_encoders(params, job.method, job.dataset)
+    if enc is not None:
         fp["pretrained"] = _sha256(enc) if enc.exists() else None
+    return fp
+
+
+def experiment_record(params: Params) -> dict:
+    """The single experiment of the `train` stage (`model` on `dataset` with `seed`), resolved: its name, method,
+    dataset preset, Config (a variant's settings applied), data settings and dataset files. The `resolve` DVC stage
+    writes it and the `train` stage depends on the file, so that the single experiment retrains exactly when what
+    it runs changes, whether `model` names a method or a variant (DVC's params cannot follow `variants.<model>.method`)."""
+    fp = fingerprint(params, Job(params.model, params.dataset, params.seed))
+    fp.pop("code")  # the train stage lists its code itself
+    fp.pop("pretrained", None)  # and depends on the pretrain stage's output
     return fp
 
 
@@ -168,8 +235,7 @@ def _sha256(path: Path) -> str:
     return sha256_file(path)
 
 
-def prepare(params: Params, root: Path = SWEEP_ROOT, pretrain_root: Path = PRETRAIN_ROOT,
-            log=print) -> tuple[list[Job], list[Job]]:
+def prepare(params: Params, root: Path = SWEEP_ROOT, log=print) -> tuple[list[Job], list[Job]]:
     """Delete stale runs and runs outside the grid; write each job's fingerprint. -> (all jobs, jobs to run)."""
     from .io import write_json
 
@@ -184,7 +250,7 @@ def prepare(params: Params, root: Path = SWEEP_ROOT, pretrain_root: Path = PRETR
     todo = []
     for j in jobs:
         d = j.run_dir(root)
-        fp = fingerprint(params, j, pretrain_root)
+        fp = fingerprint(params, j)
         old = d / "fingerprint.json"
         if old.exists() and json.loads(old.read_text()) != fp:
             log(f"{d}: inputs changed since it ran ({_changed(json.loads(old.read_text()), fp)}); retraining")

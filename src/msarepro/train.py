@@ -44,7 +44,7 @@ from .config import ConfigError, MethodConfig, Params, to_jsonable
 from .data import ensure_dataset, load_dataset
 from .data.loader import SplitTensors, to_device, to_tensors
 from .io import atomic_path, write_json, write_text
-from .methods import build_method, get_method, method_config
+from .methods import build_method, get_method, method_config, method_of
 from .runtime import pick_device, progress, rng_state, seed_everything, set_rng_state
 
 
@@ -109,13 +109,14 @@ def run(params: Params, spec: RunSpec) -> dict:
     out = Path(spec.out)
     data_dir = ensure_dataset(spec.dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes)
-    cfg = method_config(params, spec.model, ds.manifest.preset or ds.manifest.name)
-    tokens = provide_inputs(spec.model, cfg, ds, params.data.root)  # the dataset checked, before anything loads
+    cfg = method_config(params, spec.model, ds.manifest.preset or ds.manifest.name)  # a variant's settings applied
+    method = method_of(params, spec.model)  # the registered method behind a variant name
+    tokens = provide_inputs(method, cfg, ds, params.data.root)  # the dataset checked, before anything loads
     manifest = ds.manifest
     device = pick_device(spec.device)
     seed_everything(spec.seed)
     splits = to_tensors(ds)
-    model = build_method(spec.model, cfg, manifest).to(device)
+    model = build_method(method, cfg, manifest).to(device)
     inputs = model.on_train_start()  # external inputs, e.g. AE-MT's pretrained encoders
     frozen = frozen_record(model)  # once per run: the fingerprint of what checkpoints leave out
     steps = math.ceil(len(splits["train"]) / cfg.batch_size)
@@ -133,6 +134,10 @@ def run(params: Params, spec: RunSpec) -> dict:
                 "preset": manifest.preset or manifest.name, "method": to_jsonable(cfg),
                 "data": to_jsonable(params.data), "dataset_files": manifest.files,
                 "versions": {"msarepro": __version__, "torch": torch.__version__}}
+    if spec.model != method:
+        v = params.variants[spec.model]
+        resolved["variant"] = {"name": spec.model, "method": method, "settings": to_jsonable(v.settings),
+                               "pretrain": to_jsonable(v.pretrain)}
     if inputs:
         resolved["method_inputs"] = inputs
     if tokens:
@@ -210,7 +215,7 @@ def run(params: Params, spec: RunSpec) -> dict:
                 np.savez(f, valid=outputs["valid"], test=outputs["test"])
         key = "valid_loss" if sel == "loss" else f"valid_{sel}"
         if key not in row:
-            raise ConfigError(f"methods.{spec.model}.select_metric: {sel!r} is not a validation metric of "
+            raise ConfigError(f"methods.{method}.select_metric: {sel!r} is not a validation metric of "
                               f"{manifest.name}; choose 'loss' or one of {sorted(k[6:] for k in row if k.startswith('valid_'))}")
         value = row[key]
         if state["best_value"] is None or metrics.better(sel, value, state["best_value"]):

@@ -4,7 +4,7 @@ import shlex
 import sys
 
 from msarepro import sweep as msa_sweep
-from msarepro.methods import load_params, pretraining_methods
+from msarepro.methods import load_params
 
 # The params file the jobs read: the last --configfile given, else params.yaml.
 PARAMS_FILE = os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
@@ -17,7 +17,7 @@ N_GPUS = int(config.get("gpus", 0))
 GPU_WRAP = f"{shlex.quote(sys.executable)} -m msarepro.gpuslot --gpus {N_GPUS} --" if N_GPUS > 0 else ""
 
 wildcard_constraints:
-    method="|".join(sorted({j.method for j in JOBS})),
+    method="|".join(sorted({j.method for j in JOBS})),  # method and variant names
     dataset="[A-Za-z0-9_.-]+",
     seed=r"\d+",
 
@@ -33,6 +33,8 @@ def method_config(wildcards):
 
 def train_inputs(wildcards):
     inputs = {"manifest": f"{DATA_ROOT}/{wildcards.dataset}/manifest.json"}
-    if wildcards.method in pretraining_methods():  # only runs of methods that use pretraining (AE-MT)
-        inputs["encoders"] = f"{msa_sweep.PRETRAIN_ROOT}/{wildcards.dataset}/encoders.pt"
+    # only runs that load pretrained encoders (AE-MT and its variants): the encoders of their pretraining settings
+    encoders = msa_sweep.pretrained_encoders(PARAMS, wildcards.method, wildcards.dataset)
+    if encoders is not None:
+        inputs["encoders"] = str(encoders)
     return inputs

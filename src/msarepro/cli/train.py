@@ -1,4 +1,5 @@
-"""`msarepro train` (one run) and `msarepro pretrain` (AE-MT's encoders; `--stage`: the pipeline's pretrain stage)."""
+"""`msarepro train` (one run), `msarepro resolve` (the train stage's resolved experiment) and `msarepro pretrain`
+(AE-MT's encoders; `--stage`: the pipeline's pretrain stage)."""
 from __future__ import annotations
 
 import json
@@ -15,6 +16,17 @@ def cmd_train(args) -> int:
                    resume=args.resume, device=args.device, progress=not args.no_progress)
     result = run(params, spec)
     print(json.dumps({"best_epoch": result["best_epoch"], "test": result["test"]}, indent=2))
+    return 0
+
+
+def cmd_resolve(args) -> int:
+    """The `resolve` DVC stage: the single experiment (model, dataset, seed) resolved to what it runs."""
+    from ..io import write_json
+    from ..sweep import experiment_record
+    record = experiment_record(load_params(args))
+    write_json(Path(args.out), record)
+    print(f"{args.out}: {record['method']} ({record.get('variant_of', 'a method')}) on {record['dataset']}, "
+          f"seed {record['seed']}")
     return 0
 
 
@@ -49,7 +61,8 @@ def add_commands(sub) -> None:
     from ..methods import all_methods
 
     t = sub.add_parser("train", help="train one (method, dataset, seed) run")
-    t.add_argument("--model", choices=sorted(all_methods()), help="default: params.yaml `model`")
+    t.add_argument("--model", help=f"a registered method ({', '.join(sorted(all_methods()))}) or a variant of "
+                   "params.yaml `variants:` (`msarepro list` shows them); default: params.yaml `model`")
     t.add_argument("--dataset", help=f"registered name ({', '.join(sorted(DATASETS))}) or a dataset directory")
     t.add_argument("--seed", type=int)
     t.add_argument("--out", required=True, help="run directory")
@@ -58,6 +71,12 @@ def add_commands(sub) -> None:
     t.add_argument("--no-progress", action="store_true")
     with_params(t)
     t.set_defaults(fn=cmd_train)
+
+    r = sub.add_parser("resolve", help="write the train stage's experiment (model, dataset, seed) resolved: its "
+                       "method, a variant's settings applied, the dataset preset (the `resolve` DVC stage)")
+    r.add_argument("--out", required=True, help="JSON file to write")
+    with_params(r)
+    r.set_defaults(fn=cmd_resolve)
 
     pt = sub.add_parser("pretrain", help="AE-MT autoencoder pretraining on a dataset's unlabeled pool")
     pt.add_argument("--dataset", help="registered name or a dataset directory (default: params.yaml `dataset`)")

@@ -3,8 +3,14 @@ choices, sweep validation, tests) derives from `METHODS`. A method is one module
 decorated with `@register("name")`; modules are discovered automatically, so adding a method needs no edit here.
 
     load_params(path, overrides)       params.yaml -> Params, the whole file validated (every command's loader)
-    validate_params(params)            the `methods:` blocks (and every preset) against each method's Config
-    method_config(params, model, preset)  the resolved, typed Config of one method for a dataset preset
+    validate_params(params)            the `methods:` and `variants:` blocks (and every preset) against each
+                                       method's Config
+    method_of(params, name)            the registered method behind a method or variant name
+    method_config(params, name, preset)  the resolved, typed Config of a method or variant for a dataset preset
+    pretrain_settings(params, name, preset)  its pretraining config and the key naming that pretraining's output
+
+A name a user gives (`--model`, `model`, `sweep.methods`) is a registered method or a variant (`variants:` in
+params.yaml: a method with settings over its block, e.g. a paper's ablation row); runs are named by it.
 """
 from __future__ import annotations
 
@@ -12,7 +18,12 @@ import importlib
 import pkgutil
 from pathlib import Path
 
-from ..config import ConfigError, MethodConfig, Params, build, build_with_presets, load, with_preset
+import dataclasses
+import hashlib
+import json
+
+from ..config import (ConfigError, MethodConfig, Params, PretrainConfig, build, build_with_presets, load,
+                      to_jsonable, with_preset)
 from .base import Method
 
 METHODS: dict[str, type[Method]] = {}
@@ -75,23 +86,103 @@ def build_method(name: str, cfg, manifest) -> Method:
                           f"preset methods.{name}.presets.{manifest.preset or manifest.name})") from e
 
 
+def method_of(params: Params, name: str) -> str:
+    """The registered method behind `name` (a method or a variant of params.yaml)."""
+    if name in params.variants:
+        return params.variants[name].method
+    registered = all_methods()
+    if name not in registered:
+        raise ConfigError(f"unknown method or variant {name!r}; registered methods: {', '.join(sorted(registered))}"
+                          + (f"; variants (params.yaml `variants:`): {', '.join(sorted(params.variants))}"
+                             if params.variants else ""))
+    return name
+
+
+def _variant(params: Params, name: str):
+    v = params.variants.get(name)
+    if v is not None and v.refused:
+        raise ConfigError(f"variant {name!r} cannot run: {v.refused}")
+    return v
+
+
+def _raw_config(params: Params, name: str, preset: str) -> tuple[type[Method], dict]:
+    """-> (the method class, its settings for `preset`: block, block preset, then the variant's over them)."""
+    method = method_of(params, name)
+    values = with_preset(params.methods.get(method), preset)
+    v = _variant(params, name)
+    if v is not None:
+        values = {**values, **with_preset(v.settings, preset)}
+    return get_method(method), values
+
+
+def pretrain_settings(params: Params, name: str, preset: str = "") -> tuple[PretrainConfig, str]:
+    """The pretraining of a method or variant for a dataset preset -> (its PretrainConfig: the `pretrain:`
+    section, its preset, the variant's `pretrain` over them; the key of its output). The key is 12 hex chars of
+    SHA-256 over that config and the Config fields pretraining reads (`Method.pretraining_settings`), so variants
+    that pretrain alike share encoders and the others get their own (pretrain/<dataset>/<key>/)."""
+    cls, values = _raw_config(params, name, preset)
+    base = params.pretrain.resolve(preset)
+    v = _variant(params, name)
+    where = f"variants.{name}.pretrain" if v is not None and v.pretrain else "pretrain"
+    cfg = build(PretrainConfig, {**to_jsonable(base), **(v.pretrain if v is not None else {})}, where)
+    settings = cls.pretraining_settings(build(cls.Config, values, f"methods.{cls.name}"))
+    blob = json.dumps({"pretrain": to_jsonable(cfg), "method": settings}, sort_keys=True).encode()
+    return cfg, hashlib.sha256(blob).hexdigest()[:12]
+
+
 def method_config(params: Params, model: str, preset: str = "") -> MethodConfig:
-    """The resolved, typed config of `model` for a dataset preset: its params block, the preset's values over it."""
-    return build(get_method(model).Config, with_preset(params.methods.get(model), preset), f"methods.{model}")
+    """The resolved, typed config of a method or variant for a dataset preset: the method's params block, the
+    preset's values over it, then the variant's settings. For a method that pretrains, `{settings}` in its
+    `pretrained` path becomes the key of its pretraining settings (pretrain_settings)."""
+    cls, values = _raw_config(params, model, preset)
+    where = f"variants.{model}.settings" if model in params.variants else f"methods.{model}"
+    cfg = build(cls.Config, values, where)
+    if cls.uses_pretraining and "{settings}" in (getattr(cfg, "pretrained", "") or ""):
+        key = pretrain_settings(params, model, preset)[1]
+        cfg = dataclasses.replace(cfg, pretrained=cfg.pretrained.replace("{settings}", key))
+    return cfg
 
 
 def validate_params(params: Params) -> Params:
-    """Check what config.py cannot without the registry: `model`, `sweep.methods` and every `methods.<name>`
-    block, each preset merged over its block, against the method's Config. -> params (unchanged)."""
+    """Check what config.py cannot without the registry: `model`, `sweep.methods`, every `methods.<name>` block
+    and every variant (each preset merged over its block, the variant's settings over that), against the method's
+    Config; `ablations.variants`. -> params (unchanged)."""
     registered = all_methods()
     for name, block in params.methods.items():
         if name not in registered:
             raise ConfigError(f"methods.{name}: not a registered method; registered: {', '.join(sorted(registered))}")
         build_with_presets(registered[name].Config, block, f"methods.{name}")
+    for name, v in params.variants.items():
+        if name in registered:
+            raise ConfigError(f"variants.{name}: a registered method has this name; name the variant otherwise")
+        if v.method not in registered:
+            raise ConfigError(f"variants.{name}.method: {v.method!r} is not a registered method; registered: "
+                              f"{', '.join(sorted(registered))}")
+        if v.pretrain and not registered[v.method].uses_pretraining:
+            raise ConfigError(f"variants.{name}.pretrain: {v.method} does not pretrain; remove the key")
+        if v.refused:
+            continue  # documented, never built (its settings may be what the method refuses)
+        block = params.methods.get(v.method) or {}
+        presets = set((block.get("presets") or {})) | set((v.settings.get("presets") or {}))
+        for preset in ["", *sorted(presets)]:
+            method_config(params, name, preset)
+            if registered[v.method].uses_pretraining:
+                pretrain_settings(params, name, preset)
+    sweepable = lambda n: n in registered or (n in params.variants and not params.variants[n].refused)  # noqa: E731
     for key, names in (("model", [params.model]), ("sweep.methods", params.sweep.methods)):
         for m in names:
-            if m not in registered:
-                raise ConfigError(f"{key}: unknown method {m!r}; registered methods: {', '.join(sorted(registered))}")
+            if not sweepable(m):
+                if m not in params.variants:
+                    raise ConfigError(f"{key}: unknown method {m!r}; registered methods: "
+                                      f"{', '.join(sorted(registered))}"
+                                      + (f"; variants: {', '.join(sorted(params.variants))}" if params.variants else ""))
+                raise ConfigError(f"{key}: variant {m!r} cannot run: {params.variants[m].refused}")
+    for m in params.ablations.variants:
+        if m not in params.variants:
+            raise ConfigError(f"ablations.variants: {m!r} is not a variant (params.yaml `variants:`); known: "
+                              f"{', '.join(sorted(params.variants)) or 'none'}")
+        if params.variants[m].refused:
+            raise ConfigError(f"ablations.variants: {m!r} cannot run: {params.variants[m].refused}")
     return params
 
 

@@ -79,7 +79,9 @@ class AEMT(Method):
 
     @dataclass(frozen=True)
     class Config(MulT.Config):  # MulT's fields configure the fusion
-        pretrained: str = "pretrain/{dataset}"  # dir with encoders.pt ({dataset}: manifest name); "" = random init
+        # dir with encoders.pt; "" = random init. {dataset}: the manifest's name; {settings}: the key of the
+        # pretraining settings (methods.pretrain_settings), so variants with other pretraining get their own encoders
+        pretrained: str = "pretrain/{dataset}/{settings}"
         text_encoder: str = "features"  # see methods/text_encoder.py
         encoder: str = "transformer"  # E_m: transformer | lstm (Table 5, w/o TR)
         encoder_layers: int = 3  # Table 2
@@ -117,6 +119,11 @@ class AEMT(Method):
         return EncoderSpec(dim=cfg.dim, heads=cfg.heads, layers=cfg.encoder_layers, kernel_text=cfg.kernel("text"),
                            kernel_audio=cfg.kernel("audio"), kernel_vision=cfg.kernel("vision"), arch=cfg.encoder,
                            dropout=cfg.encoder_dropout, pool_len=cfg.pool_len, text_input=cfg.text_input)
+
+    @classmethod
+    def pretraining_settings(cls, cfg: Config) -> dict:
+        """Pretraining builds its autoencoders from the encoder spec and reads nothing else of this Config."""
+        return cls.encoder_spec(cfg).as_dict()
 
     def pretrained_dir(self) -> Path | None:
         return Path(self.cfg.pretrained.format(dataset=self.manifest.name)) if self.cfg.pretrained else None

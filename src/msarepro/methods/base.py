@@ -21,6 +21,8 @@ Before anything is built, three class-level hooks say what the method needs from
                                    problems in ONE ConfigError, before any tokenizer or weights load
                                    (`methods.build_method` and the training loop call it first)
     required_modalities(cfg, manifest)  the manifest modalities the model reads (part of `check`)
+    pretraining_settings(cfg)      (methods that pretrain) the Config fields pretraining depends on; with the
+                                   `pretrain:` settings they key the pretrained output (methods.pretrain_settings)
 and one on the built model:
     frozen_modules()       sub-modules whose weights come from outside and never change (a frozen BERT, CLIP):
                            left out of checkpoint.pt / best.pt, which keep only their SHA-256 fingerprint
@@ -55,6 +57,11 @@ class Method(nn.Module):
         self.out_dim = manifest.num_classes if manifest.task == "classification" else 1
 
     # -- what the method needs from a dataset (class level: nothing is built, nothing loads) ---------------------
+    @classmethod
+    def pretraining_settings(cls, cfg: MethodConfig) -> dict:
+        """The part of the Config its pretraining depends on (AE-MT: the encoder architecture); {} = none."""
+        return {}
+
     @classmethod
     def text_source(cls, cfg: MethodConfig, manifest) -> str:
         """What the model's text encoder reads: the config's `text_encoder` (see methods/text_encoder.py), or
