@@ -110,3 +110,38 @@ def test_write_evaluation_and_recompute(tmp_path):
     assert json.loads((tmp_path / "out" / "metrics.json").read_text())["synth-mvsa"]["m1"]["Accuracy"] == 0.75
     with pytest.raises(FileNotFoundError, match="no finished runs"):
         evaluate.write_evaluation(tmp_path / "empty", tmp_path / "out2")
+
+
+def test_variants_pair_with_their_full_model_only(tmp_path):
+    """paired.csv: every pair of methods, plus each variant against its full model; never variant vs variant.
+    run_inputs.csv: one row per run with its base method; the pool columns only where a pool was recorded."""
+    true = [1.0, -1.0, 2.0, -2.0]
+    good, half = [0.5, -0.5, 1.5, -1.5], [-0.5, -0.5, 1.5, 1.5]
+    runs = {("almt", 1): good, ("almt", 2): good, ("tfn", 1): half, ("tfn", 2): half,
+            ("almt-wo-ahl", 1): half, ("almt-wo-fus", 1): good, ("almt-late", 9): half}
+    for (name, seed), out in runs.items():
+        d = make_run(tmp_path, name, "synth-mosi", seed, "mosi", true, [out], best_epoch=0)
+        cfg = {"model": name}
+        if name.startswith("almt-"):
+            cfg["variant"] = {"name": name, "method": "almt", "settings": {}, "pretrain": {}}
+        if name == "tfn":
+            cfg["method_inputs"] = {"pretrained_encoders": {"pool": "train", "pool_size": 4}}
+        (d / "config.json").write_text(json.dumps(cfg))
+    t = evaluate.evaluate_sweep(tmp_path, n_resamples=200)
+    pairs = set(zip(t["paired"]["method_a"], t["paired"]["method_b"]))
+    # almt-late ran only seed 9, which almt never ran: no common seed, no pair (and no error)
+    assert pairs == {("almt", "tfn"), ("almt-wo-ahl", "almt"), ("almt-wo-fus", "almt")}
+    p = t["paired"].set_index(["method_a", "metric"])
+    assert p.loc[("almt-wo-ahl", "Has0_acc_2"), "diff"] == pytest.approx(-0.5)  # A = variant, B = full model
+    assert p.loc[("almt-wo-ahl", "Has0_acc_2"), "seeds"] == "1"  # the seeds both ran
+    assert len(t["paired"]) == 3 * len(evaluate.PAIRED_METRICS["mosi"])
+    ri = t["run_inputs"]
+    assert list(ri.columns) == ["method", "base_method", "dataset", "seed", "pretrain_pool", "pretrain_pool_size"]
+    assert len(ri) == len(runs)
+    assert dict(zip(ri["method"], ri["base_method"])) == {"almt": "almt", "tfn": "tfn", "almt-wo-ahl": "almt",
+                                                          "almt-wo-fus": "almt", "almt-late": "almt"}
+    assert set(ri.loc[ri["pretrain_pool"].notna(), "method"]) == {"tfn"}
+    from msarepro.report.tables import pool_notes
+    assert set(pool_notes(ri)) == {("synth-mosi", "tfn")}  # only runs that loaded a pool are footnoted
+    assert evaluate.paired_pairs({("a", "d"): "a", ("b", "d"): "b", ("v", "d"): "a", ("w", "d"): "b",
+                                  ("x", "e"): "c"}) == [("d", "a", "b"), ("d", "v", "a"), ("d", "w", "b")]

@@ -14,6 +14,12 @@ of the mean over seeds (with 3 seeds it is coarse: it can only take the values o
 `paired_test` compares two methods on the same seeds and the same test samples: a paired bootstrap over test
 samples of the seed-averaged per-sample score difference, for the metrics that are means of per-sample scores
 (accuracies, MAE). Its p-value is two-sided, from the bootstrap distribution re-centred on zero.
+
+Runs are named by the name they ran under: a registered method, or a variant of one (params.yaml `variants:`,
+e.g. `almt-wo-ahl`), whose config.json records `"variant": {"name", "method", ...}`. A run's `base_method` is
+that variant's method, else its own name. paired.csv holds every pair of methods (runs whose base_method is their
+own name) per dataset, plus every variant against its full model (A = variant, B = method) on each dataset both
+ran; never variant against variant (about 40 variants would make thousands of bootstraps nobody reads).
 """
 from __future__ import annotations
 
@@ -175,14 +181,20 @@ def find_runs(root: Path) -> dict[tuple[str, str], dict[int, dict]]:
 def evaluate_sweep(root: Path, level: float = 0.95, n_resamples: int = 10000, seed: int = 0,
                    paired: bool = True) -> dict[str, pd.DataFrame]:
     """-> {"per_seed", "summary", "paired", "curves", "run_inputs"} tables for every run under `root`
-    (run_inputs: the pretraining pool each run's pretrained encoders came from, read from its config.json)."""
+    (run_inputs: one row per run, its base method and the pretraining pool its pretrained encoders came from,
+    both read from its config.json; the pool columns are empty for runs that loaded none)."""
     runs = find_runs(root)
     per_seed, curves, inputs = [], [], []
+    base: dict[tuple[str, str], str] = {}  # (run name, dataset) -> its full model
     for (m, d), by_seed in runs.items():
         for s, r in sorted(by_seed.items()):
-            enc = _method_inputs(Path(r["dir"])).get("pretrained_encoders") or {}
-            if enc.get("pool"):
-                inputs.append((m, d, s, enc["pool"], enc.get("pool_size")))
+            cfg = _run_config(Path(r["dir"]))
+            b = base.setdefault((m, d), base_method(cfg, m))
+            if base_method(cfg, m) != b:
+                raise ValueError(f"{r['dir']}/config.json: run {m!r} is a variant of {base_method(cfg, m)!r}, "
+                                 f"but its other seeds on {d} are of {b!r}; delete the stale runs and rerun the sweep")
+            enc = (cfg.get("method_inputs") or {}).get("pretrained_encoders") or {}
+            inputs.append((m, b, d, s, enc.get("pool") or None, enc.get("pool_size") if enc.get("pool") else None))
             for k, v in r["test"].items():
                 per_seed.append((m, d, s, "valid-selected", k, v))
             for k, v in best_test_epoch(r).items():
@@ -206,30 +218,47 @@ def evaluate_sweep(root: Path, level: float = 0.95, n_resamples: int = 10000, se
                                           "ci_low", "ci_high"])
     pairs = []
     if paired:
-        by_dataset: dict[str, list[str]] = {}
-        for m, d in runs:
-            by_dataset.setdefault(d, []).append(m)
-        for d, ms in sorted(by_dataset.items()):
-            fam = next(iter(runs[(ms[0], d)].values()))["metric_family"]
-            for a, b in combinations(sorted(ms), 2):
-                for k in PAIRED_METRICS[fam]:
-                    r = paired_test(runs[(a, d)], runs[(b, d)], k, n_resamples, seed, level)
-                    pairs.append({"dataset": d, "method_a": a, "method_b": b, "metric": k,
-                                  "seeds": ",".join(map(str, r["seeds"])), "n_samples": r["n_samples"],
-                                  "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-                                  "p_value": r["p_value"]})
+        for d, a, b in paired_pairs(base):
+            if not set(runs[(a, d)]) & set(runs[(b, d)]):
+                continue  # no common seed (e.g. an ablation seed the full model never ran): nothing to pair
+            fam = next(iter(runs[(a, d)].values()))["metric_family"]
+            for k in PAIRED_METRICS[fam]:
+                r = paired_test(runs[(a, d)], runs[(b, d)], k, n_resamples, seed, level)
+                pairs.append({"dataset": d, "method_a": a, "method_b": b, "metric": k,
+                              "seeds": ",".join(map(str, r["seeds"])), "n_samples": r["n_samples"],
+                              "diff": r["diff"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+                              "p_value": r["p_value"]})
     paired_df = pd.DataFrame(pairs, columns=["dataset", "method_a", "method_b", "metric", "seeds", "n_samples",
                                              "diff", "ci_low", "ci_high", "p_value"])
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["epoch", "train_loss", "valid_loss", "test_loss", "method", "dataset", "seed"])
-    run_inputs = pd.DataFrame(inputs, columns=["method", "dataset", "seed", "pretrain_pool", "pretrain_pool_size"])
+    run_inputs = pd.DataFrame(inputs, columns=["method", "base_method", "dataset", "seed", "pretrain_pool",
+                                               "pretrain_pool_size"])
     return {"per_seed": ps, "summary": summary, "paired": paired_df, "curves": curves_df, "run_inputs": run_inputs}
 
 
-def _method_inputs(run_dir: Path) -> dict:
-    """The external inputs a run recorded in config.json (`method_inputs`, e.g. AE-MT's pretrained encoders)."""
+def paired_pairs(base: dict[tuple[str, str], str]) -> list[tuple[str, str, str]]:
+    """(run name, dataset) -> base method  ->  [(dataset, A, B)] to test: every pair of methods on a dataset
+    (alphabetical, A < B), then every variant against its full model (A = variant, B = method) where both ran."""
+    out = []
+    for d in sorted({d for _, d in base}):
+        ran = {m: b for (m, dd), b in base.items() if dd == d}
+        methods = sorted(m for m, b in ran.items() if m == b)
+        out += [(d, a, b) for a, b in combinations(methods, 2)]
+        out += [(d, v, b) for v, b in sorted(ran.items()) if v != b and b in ran]
+    return out
+
+
+def base_method(config: dict, name: str) -> str:
+    """The registered method behind a run: config.json's `variant.method` for a variant run, else its name."""
+    return (config.get("variant") or {}).get("method") or name
+
+
+def _run_config(run_dir: Path) -> dict:
+    """A run's config.json ({} for a run written before it existed): `method_inputs` (the external inputs, e.g.
+    AE-MT's pretrained encoders) and, for a variant run, `variant`."""
     f = run_dir / "config.json"
-    return json.loads(f.read_text()).get("method_inputs") or {} if f.exists() else {}
+    return json.loads(f.read_text()) if f.exists() else {}
 
 
 def metrics_json(summary: pd.DataFrame) -> dict:
