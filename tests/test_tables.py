@@ -43,6 +43,24 @@ def test_load_paper_results_normalises_and_rejects(tmp_path):
         load_paper_results(tmp_path / "b")
 
 
+def test_load_paper_results_new_schema(tmp_path):
+    """kind/row/variant are read (old files without them read as main rows); bad kinds and unnamed ablation
+    rows are refused with the file named."""
+    head = "paper,table,kind,dataset,method,row,variant,metric,value,note\n"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "p.csv").write_text(head + "p,4,ablation,mosi,almt,w/o AHL,almt-wo-ahl,MAE,0.952,\n"
+                                                 "p,Table 1,main,mosi,tfn,,,MAE,0.901,\n")
+    df = load_paper_results(tmp_path / "a")
+    assert list(df["kind"]) == ["ablation", "main"] and df.loc[0, "table"] == "Table 4"
+    assert (df.loc[0, "row"], df.loc[0, "variant"]) == ("w/o AHL", "almt-wo-ahl")
+    for bad, match in (("p,4,sensitivity,mosi,almt,x,v,MAE,1,\n", "kind"), ("p,4,ablation,mosi,almt,x,,MAE,1,\n",
+                                                                           "need a `row` label and a `variant`")):
+        (tmp_path / "b").mkdir(exist_ok=True)
+        (tmp_path / "b" / "p.csv").write_text(head + bad)
+        with pytest.raises(ValueError, match=match):
+            load_paper_results(tmp_path / "b")
+
+
 def test_build_tables_units_deltas_best(tmp_path):
     summary = summary_rows([("mult", "mosi", "Has0_acc_2", 0.80, 0.01), ("mult", "mosi", "MAE", 0.75, 0.02),
                             ("tfn", "mosi", "Has0_acc_2", 0.78, 0.02), ("tfn", "mosi", "MAE", 0.70, 0.01)])

@@ -98,7 +98,8 @@ def cmd_tables(args) -> int:
     params = load_params(args)
     prov = {"commit": _git("rev-parse", "HEAD"), "msarepro": __version__, "torch": torch.__version__,
             "params": args.params}
-    paths = write_reports(Path(args.metrics), Path(args.papers), Path(args.out), list(params.sweep.methods), prov)
+    paths = write_reports(Path(args.metrics), Path(args.papers), Path(args.out), list(params.sweep.methods), prov,
+                          params_path=Path(args.params))  # variants: refusals and sensitivity figures
     print(f"wrote {len(paths)} files under {args.out}; tables: {Path(args.out) / 'tables'}")
     return 0
 
@@ -139,7 +140,8 @@ def add_commands(sub) -> None:
     with_params(e)
     e.set_defaults(fn=cmd_evaluate)
 
-    t = sub.add_parser("tables", help="the tables stage: reports/tables/*.md|.tex, figures, reports/README.md")
+    t = sub.add_parser("tables", help="the tables stage: reports/tables/*.md|.tex (ablations/ too), figures, "
+                       "reports/README.md; reads params.yaml `variants:` and `methods:`")
     t.add_argument("--metrics", default="reports/metrics")
     t.add_argument("--papers", default="reports/paper_results")
     t.add_argument("--out", default="reports")

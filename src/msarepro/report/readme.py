@@ -6,7 +6,9 @@ from pathlib import Path
 import pandas as pd
 
 
-def readme(summary: pd.DataFrame, tables: dict, figures: list[Path], out_dir: Path, prov: dict) -> str:
+def readme(summary: pd.DataFrame, tables: dict, figures: list[Path], out_dir: Path, prov: dict,
+           ablations: dict | None = None) -> str:
+    """`ablations`: report.ablations.write_ablations's result (the ablation tables and sensitivity figures)."""
     honest = summary[summary["protocol"] == "valid-selected"]
     runs = honest.drop_duplicates(["method", "dataset"])[["method", "dataset", "seeds"]]
     lines = ["# Generated reports", "",
@@ -26,12 +28,26 @@ def readme(summary: pd.DataFrame, tables: dict, figures: list[Path], out_dir: Pa
     for d, t in tables.items():
         kind = "reproduced and paper numbers" if t["reproduced"] else "paper numbers only"
         lines.append(f"- [{d}](tables/{d}.md) ([LaTeX](tables/{d}.tex)): {kind}")
+    abl = ablations or {}
+    if abl.get("built") or abl.get("figures"):
+        lines += ["", "## Ablation tables", "", "The papers' ablation studies beside our variant runs (params.yaml "
+                  "`variants:`) on embedded data: paper Δ = row − full model, ours Δ = variant − full model with its "
+                  "paired-bootstrap p.", ""]
+        for t in abl.get("built", []):
+            lines.append(f"- [{t['paper']} {t['table']}](tables/ablations/{t['stem']}.md) "
+                         f"([LaTeX](tables/ablations/{t['stem']}.tex)): "
+                         f"paper on {', '.join(b['dataset'] for b in t['blocks'])}; ours on "
+                         f"{', '.join(dict.fromkeys(e for b in t['blocks'] for e in b['ours'])) or 'none yet'}")
+        lines += [f"- [{p.stem.replace('-figure-', ' Figure ')}](figures/ablations/{p.name}): sensitivity figure, "
+                  "ours against the setting the paper varies" for p in abl.get("figures", [])]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"- [{p.name}](figures/{p.name})" for p in figures]
     lines += ["", "## Files", "", "- `metrics/summary.csv`: per (method, dataset, protocol, metric): n, mean, std, "
               "ci_low, ci_high", "- `metrics/per_seed.csv`: every run's value", "- `metrics/paired.csv`: paired "
-              "bootstrap tests between methods on the same seeds and test samples", "- `metrics/run_inputs.csv`: the "
-              "pretraining pool each run's pretrained encoders came from (AE-MT)", "- `metrics/metrics.json`: the "
+              "bootstrap tests on the same seeds and test samples, every pair of methods and every variant against "
+              "its full model (the per-dataset tables show each method against each baseline)",
+              "- `metrics/run_inputs.csv`: per run, its base method (a variant's method) and the pretraining pool its "
+              "pretrained encoders came from (AE-MT)", "- `metrics/metrics.json`: the "
               "DVC metrics (`dvc metrics show`)", ""]
     return "\n".join(lines)

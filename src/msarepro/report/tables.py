@@ -8,6 +8,9 @@ of MAE or Corr above 2 is taken as printed ×100 (AE-MT's CH-SIMS v2 table) and 
 A second table lists the selection protocols side by side, a third the paired tests between methods.
 A method whose runs loaded pretrained encoders (AE-MT) is marked † and footnoted with the pretraining pool and
 its size, as the runs recorded them in config.json (the evaluate stage's run_inputs.csv), never assumed.
+Ablation rows of the papers (`kind` ablation) and the runs of variants (params.yaml `variants:`) are left out
+here: they go to the ablation tables (report/ablations.py). The paired tests shown are the compact set: each
+method with its own paper against each baseline; metrics/paired.csv holds every pair.
 """
 from __future__ import annotations
 
@@ -20,24 +23,46 @@ from .. import metrics
 
 RAW_METRICS = ("MAE", "Corr")  # printed unscaled
 DAGGER = "†"  # marks a row with a footnote (the pretraining pool)
-PAPER_COLUMNS = ["paper", "table", "dataset", "method", "metric", "value", "note"]
+PAPER_COLUMNS = ["paper", "table", "kind", "dataset", "method", "row", "variant", "metric", "value", "note"]
+REQUIRED = ["paper", "table", "dataset", "method", "metric", "value"]
+KINDS = ("main", "ablation")
 
 
 def load_paper_results(folder: Path) -> pd.DataFrame:
-    """Every reports/paper_results/*.csv (schema paper,table,dataset,method,metric,value,note), concatenated."""
+    """Every reports/paper_results/*.csv (header paper,table,kind,dataset,method,row,variant,metric,value,note),
+    concatenated in file and row order (the ablation tables keep the papers' row order). A file from before
+    `kind`, `row` and `variant` existed reads as main rows with empty labels."""
     frames = []
     for f in sorted(Path(folder).glob("*.csv")):
-        df = pd.read_csv(f, dtype={"table": str, "note": str}, keep_default_na=False)
-        missing = [c for c in PAPER_COLUMNS[:6] if c not in df.columns]
+        df = pd.read_csv(f, dtype=str, keep_default_na=False)
+        missing = [c for c in REQUIRED if c not in df.columns]
         if missing:
             raise ValueError(f"{f}: missing column(s) {missing}; expected header {','.join(PAPER_COLUMNS)}")
+        for c, default in (("kind", "main"), ("row", ""), ("variant", "")):
+            df[c] = df[c].str.strip() if c in df.columns else default
         bad = pd.to_numeric(df["value"], errors="coerce").isna()
         if bad.any():
             raise ValueError(f"{f}: non-numeric value(s) in rows {list(df.index[bad][:5] + 2)}")
+        kinds = ~df["kind"].isin(KINDS)
+        if kinds.any():
+            raise ValueError(f"{f}: `kind` must be main or ablation; rows {list(df.index[kinds][:5] + 2)} say "
+                             f"{sorted(set(df['kind'][kinds]))}")
+        abl = df["kind"] == "ablation"
+        unnamed = abl & ((df["row"] == "") | (df["variant"] == ""))
+        if unnamed.any():
+            raise ValueError(f"{f}: ablation rows {list(df.index[unnamed][:5] + 2)} need a `row` label and a "
+                             f"`variant` (the params.yaml variants: name that reproduces them, refused ones too)")
         df["value"] = df["value"].astype(float)
-        df["table"] = df["table"].map(lambda t: f"Table {t}" if str(t).strip().isdigit() else str(t))
-        frames.append(df[PAPER_COLUMNS[:6]])
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAPER_COLUMNS[:6])
+        df["table"] = df["table"].map(lambda t: f"Table {t.strip()}" if t.strip().isdigit() else t.strip())
+        frames.append(df[PAPER_COLUMNS[:-1]])
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAPER_COLUMNS[:-1])
+
+
+def variant_runs(run_inputs: pd.DataFrame | None) -> set[str]:
+    """Run names that are variants (base_method differs from the name), from evaluate's run_inputs.csv."""
+    if run_inputs is None or "base_method" not in run_inputs:
+        return set()
+    return set(run_inputs.loc[run_inputs["method"] != run_inputs["base_method"], "method"])
 
 
 def scale(metric: str, value: float) -> float:
@@ -73,7 +98,8 @@ def pool_notes(run_inputs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
     notes = {}
     if run_inputs is None or run_inputs.empty:
         return notes
-    for (d, m), g in run_inputs.groupby(["dataset", "method"], sort=True):
+    pooled = run_inputs[run_inputs["pretrain_pool"].notna() & (run_inputs["pretrain_pool"].astype(str) != "")]
+    for (d, m), g in pooled.groupby(["dataset", "method"], sort=True):
         kinds = g.groupby(["pretrain_pool", "pretrain_pool_size"], sort=True, dropna=False)["seed"]
         parts = [f"the `{pool}` pool ({int(size):,} clips)" if size == size else f"the `{pool}` pool"
                  for (pool, size), _ in kinds]
@@ -84,13 +110,19 @@ def pool_notes(run_inputs: pd.DataFrame | None) -> dict[tuple[str, str], str]:
 
 
 def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[str] | None = None,
-                 run_inputs: pd.DataFrame | None = None) -> dict[str, dict]:
+                 run_inputs: pd.DataFrame | None = None, variants: set[str] | frozenset = frozenset()) -> dict[str, dict]:
     """-> {dataset: {"columns", "rows": [(label, kind, {metric: cell})], "notes": [text]}}; a cell is a dict
     with mean / std (ours) or value / delta (paper) and best (bool). `run_inputs` (evaluate's run_inputs.csv)
-    gives the footnotes: a reproduced row whose runs used pretrained encoders gets a † label and a note."""
+    gives the footnotes: a reproduced row whose runs used pretrained encoders gets a † label and a note.
+    Paper rows of kind `ablation` and the runs named in `variants` (or marked as variants in run_inputs) are
+    left out: the ablation tables show them."""
     notes = pool_notes(run_inputs)
     if summary.empty:
         summary = pd.DataFrame(columns=["method", "dataset", "protocol", "metric", "n", "mean", "std"])
+    skip = set(variants) | variant_runs(run_inputs)
+    summary = summary[~summary["method"].isin(skip)]
+    if "kind" in paper:
+        paper = paper[paper["kind"] == "main"]
     honest = summary[summary["protocol"] == "valid-selected"]
     datasets = sorted(set(honest["dataset"]) | set(paper["dataset"]))
     out = {}
@@ -155,14 +187,24 @@ def _cell_text(metric: str, cell: dict | None, tex: bool) -> str:
     return s
 
 
-def _tex(text: str) -> str:
-    return text.replace("_", r"\_").replace(DAGGER, r"$^\dagger$").replace("`", "")
+def tex_escape(text: str) -> str:
+    """Plain text (labels, notes, metric names) -> LaTeX: `\\ & % # $ _ ^ { } ~` escaped; ±, Δ, −, – and † as
+    math or dashes; backticks (Markdown code) dropped. One pass, so no replacement is escaped again."""
+    return "".join(TEX_CHARS.get(ch, ch) for ch in str(text))
+
+
+TEX_CHARS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "#": r"\#", "$": r"\$", "_": r"\_",
+             "^": r"\^{}", "{": r"\{", "}": r"\}", "~": r"\~{}", "`": "", "±": r"$\pm$", "Δ": r"$\Delta$",
+             "−": "$-$", "–": "--", DAGGER: r"$^\dagger$"}
+
+
+_tex = tex_escape
 
 
 def _label(label: str, kind: str, tex: bool) -> str:
     if kind == "ours":
         return _tex(label) if tex else label
-    return (r"\quad " + label.replace("_", r"\_")) if tex else f"↳ {label}"
+    return (r"\quad " + _tex(label)) if tex else f"↳ {label}"
 
 
 def markdown_table(table: dict) -> str:
@@ -176,7 +218,7 @@ def markdown_table(table: dict) -> str:
 
 def latex_table(dataset: str, table: dict, caption: str) -> str:
     cols = table["columns"]
-    head = " & ".join(["Method"] + [c.replace("_", r"\_") for c in cols]) + r" \\"
+    head = " & ".join(["Method"] + [_tex(c) for c in cols]) + r" \\"
     body = []
     for i, (label, kind, cells) in enumerate(table["rows"]):
         if kind == "ours" and i > 0:
@@ -208,22 +250,61 @@ def protocol_table(summary: pd.DataFrame, dataset: str, cols: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def paired_table(paired: pd.DataFrame, dataset: str) -> str:
+def _pair_fmt(metric: str, v: float) -> str:
+    return f"{v:+.3f}" if metric in RAW_METRICS else f"{100 * v:+.1f}"
+
+
+def oriented_pair(paired: pd.DataFrame, dataset: str, a: str, b: str) -> pd.DataFrame:
+    """paired.csv's rows of A vs B on `dataset` as A − B, whichever order evaluate stored them in (a reversed
+    row has its difference and CI negated; the two-sided p is the same)."""
+    if paired.empty:
+        return paired
+    p = paired[paired["dataset"] == dataset]
+    fwd = p[(p["method_a"] == a) & (p["method_b"] == b)]
+    rev = p[(p["method_a"] == b) & (p["method_b"] == a)].copy()
+    if len(rev):
+        rev["diff"], rev["ci_low"], rev["ci_high"] = -rev["diff"], -rev["ci_high"], -rev["ci_low"]
+        rev["method_a"], rev["method_b"] = a, b
+    return pd.concat([fwd, rev], ignore_index=True) if len(rev) else fwd
+
+
+def paired_table(paired: pd.DataFrame, dataset: str, methods: list[str] | set[str] | None = None,
+                 skip: set[str] | frozenset = frozenset()) -> str:
+    """The compact paired tests of one dataset: each method with its own paper (`methods`: those with a
+    reports/paper_results/<m>.csv) against each baseline (every other method that ran there, not a variant in
+    `skip` and not itself in `methods`); one row per pair, A − B and p per metric. None given: every pair of
+    runs not in `skip`. metrics/paired.csv holds every pair with its CI and sample count."""
     p = paired[paired["dataset"] == dataset] if not paired.empty else paired
+    p = p[~p["method_a"].isin(skip) & ~p["method_b"].isin(skip)] if not p.empty else p
     if p.empty:
         return ""
-    lines = ["| A | B | metric | A − B | 95% CI | p | seeds | samples |", "|---|---|---|---|---|---|---|---|"]
-    for r in p.itertuples():
-        f = (lambda v: f"{v:+.3f}") if r.metric in RAW_METRICS else (lambda v: f"{100 * v:+.1f}")
-        lines.append(f"| {r.method_a} | {r.method_b} | {r.metric} | {f(r.diff)} | [{f(r.ci_low)}, {f(r.ci_high)}] | "
-                     f"{r.p_value:.3f} | {r.seeds} | {r.n_samples} |")
-    return "\n".join(lines) + "\n"
+    ran = sorted(set(p["method_a"]) | set(p["method_b"]))
+    if methods is None:
+        pairs = sorted({(r.method_a, r.method_b) for r in p.itertuples()})
+    else:
+        baselines = [m for m in ran if m not in set(methods)]
+        pairs = [(a, b) for a in ran if a in set(methods) for b in baselines]
+    metric_cols = list(dict.fromkeys(p["metric"]))
+    lines = ["| A | B | " + " | ".join(f"{k}: A − B (p)" for k in metric_cols) + " | seeds |",
+             "|---" * (len(metric_cols) + 3) + "|"]
+    for a, b in pairs:
+        rows = {r.metric: r for r in oriented_pair(p, dataset, a, b).itertuples()}
+        if not rows:
+            continue
+        cells = [f"{_pair_fmt(k, rows[k].diff)} ({rows[k].p_value:.3f})" if k in rows else "–" for k in metric_cols]
+        seeds = " / ".join(dict.fromkeys(str(r.seeds) for r in rows.values()))
+        lines.append(f"| {a} | {b} | " + " | ".join(cells) + f" | {seeds} |")
+    return "\n".join(lines) + "\n" if len(lines) > 2 else ""
 
 
 def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_order: list[str] | None = None,
-                  provenance: dict | None = None) -> list[Path]:
-    """The `tables` stage: reports/tables/<dataset>.md|.tex, reports/figures/*.png, reports/README.md."""
+                  provenance: dict | None = None, params_path: Path | None = None) -> list[Path]:
+    """The `tables` stage: reports/tables/<dataset>.md|.tex, reports/tables/ablations/*.md|.tex,
+    reports/figures/*.png (ablations/ too), reports/README.md. `params_path` (params.yaml) gives `variants:`
+    (refusals, sensitivity figures) and `methods:` (the full model's setting in a sensitivity figure)."""
+    from ..config import load
     from ..io import write_text
+    from .ablations import write_ablations
     from .plots import learning_curves
     from .readme import readme
 
@@ -234,7 +315,10 @@ def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_orde
     inputs = metrics_dir / "run_inputs.csv"  # absent in an evaluation made before runs recorded their pools
     run_inputs = pd.read_csv(inputs) if inputs.exists() else None
     paper = load_paper_results(paper_dir)
-    tables = build_tables(summary, paper, method_order, run_inputs)
+    params = load(params_path) if params_path is not None else None
+    skip = set(params.variants if params else ()) | variant_runs(run_inputs)
+    own_paper = sorted(f.stem for f in Path(paper_dir).glob("*.csv"))  # methods with their own paper
+    tables = build_tables(summary, paper, method_order, run_inputs, skip)
     written = []
     for d, t in tables.items():
         md = [f"# {d}\n\n", "<!-- Generated by `msarepro tables` (the `tables` DVC stage); do not edit by hand. -->\n\n",
@@ -243,20 +327,24 @@ def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_orde
                if t["reproduced"] else "Paper numbers only (no reproduced runs on this dataset yet); best in bold.\n"),
               "\n", markdown_table(t)]
         headline = t["columns"][:2] + [k for k in ("MAE",) if k in t["columns"][2:]]
-        prot = protocol_table(summary, d, headline)
+        prot = protocol_table(summary[~summary["method"].isin(skip)], d, headline)
         if prot:
             md += ["\n## Selection protocols\n\n", "valid-selected: honest (mean over seeds). best-test-epoch: per metric "
                    "the best TEST value over epochs (ALMT's code). best-seed: per metric the best seed (CLGSI's "
                    "paper). The last two are optimistic and shown only to explain gaps to published numbers.\n\n", prot]
-        pt = paired_table(paired, d)
+        pt = paired_table(paired, d, own_paper, skip)
         if pt:
-            md += ["\n## Paired tests\n\n", "Paired bootstrap over test samples (seed-averaged per-sample scores); "
-                   "A − B in the table's units; two-sided p.\n\n", pt]
+            md += ["\n## Paired tests\n\n", "Each method with its own paper (A) against each baseline (B): paired "
+                   "bootstrap over test samples (seed-averaged per-sample scores), A − B in the table's units, "
+                   "two-sided p in brackets. The complete list (every pair, with 95% CIs and sample counts) is in "
+                   "`reports/metrics/paired.csv`; variants against their full model are in the ablation tables.\n\n",
+                   pt]
         write_text(out_dir / "tables" / f"{d}.md", "".join(md))
         cap = (f"{d}: reproduced mean $\\pm$ std over seeds (valid-selected) and published numbers "
                f"($\\Delta$ = ours $-$ paper)." if t["reproduced"] else f"{d}: published numbers.")
         write_text(out_dir / "tables" / f"{d}.tex", latex_table(d, t, cap))
         written += [out_dir / "tables" / f"{d}.md", out_dir / "tables" / f"{d}.tex"]
-    figs = learning_curves(curves, out_dir / "figures")
-    write_text(out_dir / "README.md", readme(summary, tables, figs, out_dir, provenance or {}))
-    return written + figs + [out_dir / "README.md"]
+    figs = learning_curves(curves[~curves["method"].isin(skip)], out_dir / "figures")
+    ablations = write_ablations(summary, paired, paper, params, out_dir)
+    write_text(out_dir / "README.md", readme(summary, tables, figs, out_dir, provenance or {}, ablations))
+    return written + figs + ablations["tables"] + ablations["figures"] + [out_dir / "README.md"]
