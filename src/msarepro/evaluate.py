@@ -233,7 +233,7 @@ def evaluate_sweep(root: Path, level: float = 0.95, n_resamples: int = 10000, se
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["epoch", "train_loss", "valid_loss", "test_loss", "method", "dataset", "seed"])
     run_inputs = pd.DataFrame(inputs, columns=["method", "base_method", "dataset", "seed", "pretrain_pool",
-                                               "pretrain_pool_size"])
+                                               "pretrain_pool_size"]).astype({"pretrain_pool_size": "Int64"})
     return {"per_seed": ps, "summary": summary, "paired": paired_df, "curves": curves_df, "run_inputs": run_inputs}
 
 
