@@ -104,7 +104,8 @@ def test_layout_paper_delta_ours_from_paired(paper):
     assert [r["label"] for r in t["rows"]] == ["ALMT", "w/o AHL", "w/o Fusion & H_l^3", "hyper query"]
     mosi, sims = t["blocks"]
     assert (mosi["dataset"], mosi["metrics"], mosi["ours"]) == ("mosi", ["Mult_acc_7", "MAE"], ["synth-mosi"])
-    assert (sims["dataset"], sims["metrics"], sims["ours"]) == ("sims", ["Mult_acc_5"], [])  # no synth-sims runs
+    # no synth-sims runs: synth-mosi (same modality family) stands in, with the columns it computes
+    assert (sims["dataset"], sims["metrics"], sims["ours"]) == ("sims", ["Mult_acc_5"], ["synth-mosi"])
     i = by_label(t)
     wo = mosi["cells"][i["w/o AHL"]]
     assert wo["paper"]["Mult_acc_7"] == (34.40, pytest.approx(34.40 - 49.42))  # paper Δ = row - full row
@@ -232,3 +233,14 @@ def test_write_reports_wires_ablations(tmp_path):
     assert "w/o AHL" not in (out / "tables" / "mosi.md").read_text()
     table4 = (out / "tables" / "ablations" / "almt-table-4.md").read_text()
     assert "the hyper-modality query is not built here" in table4
+
+
+def test_our_datasets_prefer_the_metric_family_then_the_modality_family():
+    from msarepro.report.ablations import our_datasets
+
+    ran = {"synth-mosi", "synth-mvsa"}
+    assert our_datasets("mosi", ran) == ["synth-mosi"]  # same metric family
+    assert our_datasets("sims", ran) == ["synth-mosi"]  # no sims-family run: the trimodal embedded one stands in
+    assert our_datasets("sims", ran | {"synth-sims"}) == ["synth-sims"]  # the same metric family wins
+    assert our_datasets("hfm", ran) == ["synth-mvsa"]
+    assert our_datasets("mosi", {"synth-mvsa"}) == []  # never across modality families

@@ -5,7 +5,9 @@ its rows in the paper's order (the full model first), and per paper dataset its 
     paper     the printed value and Δ = row − full model (the table's own full-model row, variant == method,
               if it prints one; else the same paper's `main` rows for that method and dataset)
     ours      per embedded dataset of the paper dataset's metric family on which the table's variants ran
-              (synth-mosi for MOSI/MOSEI, synth-sims for CH-SIMS (v2), synth-mvsa for the image-text sets):
+              (synth-mosi for MOSI/MOSEI, synth-sims for CH-SIMS (v2), synth-mvsa for the image-text sets; when
+              none of that metric family ran, those of the same modality family, e.g. synth-mosi for CH-SIMS,
+              with the columns both compute):
               mean ± std over seeds (×100 except MAE/Corr, as the main tables), Δ = variant − full model and its
               two-sided p from the paired bootstrap (metrics/paired.csv: variant vs full model on their common
               seeds, which are listed). Metrics without a per-sample score (F1, Corr) get Δ of the means, no p.
@@ -49,12 +51,19 @@ def family(dataset: str) -> str | None:
 
 def our_datasets(paper_dataset: str, ran: set[str]) -> list[str]:
     """Datasets whose runs stand in for `paper_dataset`: the embedded ones of its metric family (and the paper
-    dataset itself, once it runs here), among those in `ran`."""
+    dataset itself, once it runs here), among those in `ran`; when none of that metric family ran, the embedded
+    ones of its modality family (synth-mosi for a CH-SIMS table: the columns both compute, Acc-5, MAE and Corr,
+    are filled, the others stay empty), so that the default pipeline's ablation grid fills every table."""
     from ..data import DATASETS
 
     fam = family(paper_dataset)
-    return [d for d in sorted(ran) if fam and family(d) == fam
+    same = [d for d in sorted(ran) if fam and family(d) == fam
             and (DATASETS[d].source in EMBEDDED_SOURCES or d == paper_dataset)]
+    if same or paper_dataset not in DATASETS:
+        return same
+    kind = DATASETS[paper_dataset].family
+    return [d for d in sorted(ran) if d in DATASETS and DATASETS[d].family == kind
+            and DATASETS[d].source in EMBEDDED_SOURCES]
 
 
 # ----------------------------------------------------------------------------------------------- tables
