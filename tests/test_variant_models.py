@@ -24,6 +24,9 @@ CASES = [(name, FAMILY_DATASETS[get_method(v.method).families[0]])
          for name, v in sorted(PARAMS.variants.items()) if not v.refused]
 
 
+_FULL: dict[tuple[str, str], tuple] = {}  # (full model, dataset) -> its parameter shapes, outputs, losses
+
+
 def _outputs(name: str, ds, data_root, batch_idx) -> tuple[torch.nn.Module, dict, dict]:
     """The model of `name` built from seed 0 and its forward + loss terms on a fixed batch (dropout seeded)."""
     cfg = method_config(PARAMS, name, ds.manifest.preset)
@@ -56,7 +59,7 @@ def _differs(name: str, dataset: str, small_data, tmp_path) -> str | bool:
                         or pretrain_settings(PARAMS, name, preset)[1] == pretrain_settings(PARAMS, full, preset)[1])
     if cfg == method_config(PARAMS, full, preset) and same_pretraining:
         return f"it sets what {full}'s {preset} preset already has (a sensitivity point at the full model)"
-    idx = torch.arange(16)
+    idx = torch.arange(8)  # small (~50 variants), but enough for SFTTR's partners (2 neighbours + 4 outliers)
     try:
         model, out, terms = _outputs(name, ds, tmp_path, idx)
     except ConfigError as e:  # e.g. a GAM layer deeper than the tiny encoders of the embedded preset
@@ -66,9 +69,12 @@ def _differs(name: str, dataset: str, small_data, tmp_path) -> str | bool:
     sum(terms.values()).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, f"{name} on {dataset}: parameters without gradient: {missing[:10]}"
-    base, base_out, base_terms = _outputs(full, ds, tmp_path, idx)
     shapes = lambda m: {k: tuple(p.shape) for k, p in m.named_parameters()}  # noqa: E731
-    return (shapes(model) != shapes(base) or not torch.allclose(out["pred"], base_out["pred"])
+    if (full, dataset) not in _FULL:
+        base, base_out, base_terms = _outputs(full, ds, tmp_path, idx)
+        _FULL[(full, dataset)] = (shapes(base), base_out, {k: t.detach() for k, t in base_terms.items()})
+    base_shapes, base_out, base_terms = _FULL[(full, dataset)]
+    return (shapes(model) != base_shapes or not torch.allclose(out["pred"], base_out["pred"])
             or set(terms) != set(base_terms) or any(not torch.allclose(terms[k], base_terms[k]) for k in terms)
             or not same_pretraining)
 
