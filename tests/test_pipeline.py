@@ -106,6 +106,12 @@ def test_pretrain_only_where_aemt_runs():
     single = tiny_params()
     single["model"], single["dataset"] = "aemt", "synth-mosi"
     assert sweep.pretrain_datasets(config.from_dict(single)) == ["synth-mosi"]
+    # the runs load pretrain/<dataset>/<key>/, the key naming the pretraining settings (pretrain/stage.py)
+    from msarepro.methods import pretrain_settings
+    p = config.from_dict(with_aemt)
+    key = pretrain_settings(p, "aemt", "synth-mosi")[1]
+    assert sweep.pretrained_encoders(p, "aemt", "synth-mosi") == Path("pretrain/synth-mosi", key, "encoders.pt")
+    assert sweep.pretrained_encoders(p, "text_only", "synth-mosi") is None
 
 
 def test_fingerprint_changes_only_for_the_changed_method(small_data):
@@ -234,7 +240,7 @@ def test_gitignore_covers_cached_outputs_and_commits_uncached_ones():
     cached = [p for p, c in outs.items() if c]
     inside = [f"{p}/x/y.json" for p in cached if not Path(p).suffix]
     assert {"checks/synth-mosi.json", "pretrain/synth-mosi", "runs/sweep", "runs/train/best.pt"} <= set(cached)
-    timings = ["runs/train/timing.json", "runs/sweep/tfn/synth-mosi/1111/timing.json", "pretrain/synth-mosi/timing.json"]
+    timings = ["runs/train/timing.json", "runs/sweep/tfn/synth-mosi/1111/timing.json", "pretrain/synth-mosi/0123456789ab/timing.json"]
     ignored = _git_ignored(cached + inside + timings + [p for p, c in outs.items() if not c])
     assert set(cached + inside + timings) <= ignored
     assert {"runs/train/metrics.json", "runs/train/history.csv"} <= {p for p, c in outs.items() if not c}

@@ -5,6 +5,7 @@ import sys
 
 from msarepro import sweep as msa_sweep
 from msarepro.methods import load_params
+from msarepro.pretrain.stage import pretrain_plan
 
 # The params file the jobs read: the last --configfile given, else params.yaml.
 PARAMS_FILE = os.path.relpath(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "params.yaml"
@@ -15,11 +16,16 @@ PRETRAIN_SEED = PARAMS.pipeline.pretrain_seed
 # Machine settings come from the profile (`config: [gpus=N]`), never from tracked params.
 N_GPUS = int(config.get("gpus", 0))
 GPU_WRAP = f"{shlex.quote(sys.executable)} -m msarepro.gpuslot --gpus {N_GPUS} --" if N_GPUS > 0 else ""
+# (dataset, pretraining key) -> a run name whose runs load those encoders (methods.pretrain_settings): the
+# `pretrain` rule pretrains for it, once per key, however many variants and seeds share the key
+PRETRAIN_NAMES = {(d, key): names[0] for d in msa_sweep.pretrain_needs(PARAMS)
+                  for key, names in pretrain_plan(PARAMS, d).items()}
 
 wildcard_constraints:
     method="|".join(sorted({j.method for j in JOBS})),  # method and variant names
     dataset="[A-Za-z0-9_.-]+",
     seed=r"\d+",
+    settings="[0-9a-f]{12}",  # a pretraining key
 
 
 def run_dir(job):
@@ -38,3 +44,13 @@ def train_inputs(wildcards):
     if encoders is not None:
         inputs["encoders"] = str(encoders)
     return inputs
+
+
+def pretrain_name(wildcards):
+    """The run name the `pretrain` rule pretrains pretrain/{dataset}/{settings}/ for."""
+    name = PRETRAIN_NAMES.get((wildcards.dataset, wildcards.settings))
+    if name is None:
+        known = ", ".join(f"{d}/{k}" for d, k in sorted(PRETRAIN_NAMES)) or "none"
+        raise ValueError(f"pretrain/{wildcards.dataset}/{wildcards.settings}: no run of {PARAMS_FILE} loads "
+                         f"encoders of that pretraining key on that dataset (known: {known})")
+    return name

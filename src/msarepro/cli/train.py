@@ -34,25 +34,31 @@ def cmd_pretrain(args) -> int:
     params = load_params(args)
     dataset = args.dataset or params.dataset
     if args.stage:
+        from ..config import ConfigError
         if args.seed is not None:
-            from ..config import ConfigError
             raise ConfigError("pretrain --stage: --seed does not apply; the stage pretrains with params.yaml's "
                               "pipeline.pretrain_seed (set that, or drop --stage)")
+        if args.model is not None:
+            raise ConfigError("pretrain --stage: --model does not apply; the stage pretrains for every run of the "
+                              "grid and the train stage that needs it, once per pretraining key (drop --stage to "
+                              "pretrain for one name)")
         return pretrain_stage(params, dataset, args.out, device=args.device, progress=not args.no_progress)
     from ..pretrain.run import run_pretraining
     r = run_pretraining(params, dataset, params.seed if args.seed is None else args.seed, args.out,
-                        device=args.device, progress=not args.no_progress)
-    print(json.dumps({k: r[k] for k in ("dataset", "pool", "best_epoch", "tamper_chance", "initial", "best")},
+                        device=args.device, progress=not args.no_progress, name=args.model or "aemt")
+    print(json.dumps({k: r[k] for k in ("dataset", "key", "pool", "best_epoch", "tamper_chance", "initial", "best")},
                      indent=2))
     return 0
 
 
 def pretrain_stage(params, dataset: str, out, device: str | None = None, progress: bool = True) -> int:
-    """The pipeline's pretrain stage for one dataset (pretrain/stage.py); prints what it did."""
+    """The pipeline's pretrain stage for one dataset (pretrain/stage.py); prints what it did per key."""
     from ..pretrain.stage import run_stage
     r = run_stage(params, dataset, out, device=device, progress=progress)
-    if r["status"] == "pretrained":
-        print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
+    for key, k in r.get("keys", {}).items():
+        if k["status"] == "pretrained":
+            print(json.dumps({"dataset": dataset, "key": key, **{n: k.get(n) for n in ("runs", "best_epoch", "best")}},
+                             default=str))
     return 0
 
 
@@ -80,12 +86,15 @@ def add_commands(sub) -> None:
 
     pt = sub.add_parser("pretrain", help="AE-MT autoencoder pretraining on a dataset's unlabeled pool")
     pt.add_argument("--dataset", help="registered name or a dataset directory (default: params.yaml `dataset`)")
+    pt.add_argument("--model", help="the run name to pretrain for: aemt (default) or one of its variants of "
+                    "params.yaml `variants:` (its `pretrain:` and encoder settings apply); not with --stage")
     pt.add_argument("--seed", type=int, help="default: params.yaml `seed` (not with --stage: the stage uses pipeline.pretrain_seed)")
     pt.add_argument("--out", required=True, help="output directory (encoders.pt, history.csv, metrics.json)")
     pt.add_argument("--stage", action="store_true",
-                    help="the pipeline's pretrain stage: pretrain only if an AE-MT run of the sweep or the train "
-                    "stage needs DATASET (else write OUT/skipped.json), and keep encoders whose fingerprint "
-                    "(settings, data, pipeline.pretrain_seed, code) is unchanged")
+                    help="the pipeline's pretrain stage: pretrain only if an AE-MT run (or variant) of the sweep, "
+                    "the ablations or the train stage needs DATASET (else write OUT/skipped.json), into OUT/<key>/ "
+                    "once per distinct pretraining key (runs with the same pretraining settings share it), keeping "
+                    "encoders whose fingerprint (settings, data, pipeline.pretrain_seed, code) is unchanged")
     pt.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
     pt.add_argument("--no-progress", action="store_true")
     with_params(pt)

@@ -1,8 +1,10 @@
 """`msarepro pretrain`: AE-MT's autoencoder pretraining on a dataset's unlabeled pool (section 3.2).
 
 Settings: the `pretrain:` section of params.yaml (`config.PretrainConfig`, with `presets:` per dataset preset as under
-`methods:`). The encoder architecture (width, heads, layers, kernel, transformer | lstm, pooled length) is
-`methods.aemt`'s for the same dataset, so pretraining and fine-tuning cannot disagree about it; encoders.pt
+`methods:`), and for a variant of AE-MT (`variants:`, e.g. Table 5's w/o MCD) its `pretrain:` over them
+(`methods.pretrain_settings`). The encoder architecture (width, heads, layers, kernel, transformer | lstm, pooled
+length) is that of the run name pretrained for (`methods.aemt`, or the variant's settings over it: w/o TR's
+`encoder: lstm`) on the same dataset, so pretraining and fine-tuning cannot disagree about it; encoders.pt
 records it and fine-tuning checks it.
 
 Pool (`pretrain.pool`, Section 4.1): `unlabeled`, the dataset's unlabeled split (CH-SIMS v2's 10,161 clips;
@@ -16,7 +18,8 @@ kept.
 
 Output directory (written atomically):
     encoders.pt   {"spec", "in_dims", "encoders": {m: state_dict}, "config", "dataset", "dataset_files", "seed",
-                   "pool", "pool_size", "pool_splits"}
+                   "pool", "pool_size", "pool_splits", "key" (methods.pretrain_settings: what the
+                   pipeline's pretrain/<dataset>/<key>/ is named by)}
     history.csv   per epoch: train_/heldout_ recon, consistency, loss, tamper_acc; lr (a DVC plot)
     metrics.json  the pool, its size per split, held-out figures before training and at the kept epoch, chance
                   level of tamper detection
@@ -40,17 +43,22 @@ from ..data.format import Split
 from ..data.loader import SplitTensors, to_device
 from ..data.placement import raw_dir_for
 from ..io import atomic_path, write_json
-from ..methods import method_config
+from ..methods import method_config, method_of, pretrain_settings
 from ..methods.aemt import AEMT
-from ..methods.modality_encoder import MODS, encoder_inputs
+from ..methods.modality_encoder import MODS, EncoderSpec, encoder_inputs
 from ..runtime import pick_device, seed_everything
 from ..runtime import progress as progress_bar
 from .autoencoder import Autoencoders, consistency_loss, reconstruction_loss, tamper
 
 
-def pretrain_config(params: Params, preset: str) -> PretrainConfig:
-    """The `pretrain:` section for a dataset preset (typed and validated in config.py)."""
-    return params.pretrain.resolve(preset)
+def pretraining_of(params: Params, name: str, preset: str) -> tuple[PretrainConfig, str, EncoderSpec]:
+    """The pretraining a run of `name` (AE-MT or one of its variants) loads, for a dataset preset -> (its
+    PretrainConfig, the key naming its output, the encoder architecture fine-tuning will load)."""
+    if method_of(params, name) != AEMT.name:
+        raise ConfigError(f"pretrain --model {name}: a {method_of(params, name)} run loads no pretrained encoders; "
+                          f"name {AEMT.name} or one of its variants (params.yaml `variants:`)")
+    cfg, key = pretrain_settings(params, name, preset)
+    return cfg, key, AEMT.encoder_spec(method_config(params, name, preset))
 
 
 POOL_SPLITS = {"unlabeled": ("unlabeled",), "train": ("train",), "both": ("unlabeled", "train")}
@@ -112,7 +120,8 @@ def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig,
 
 
 def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, device: str | None = None,
-                    progress: bool = True) -> dict:
+                    progress: bool = True, name: str = AEMT.name) -> dict:
+    """Pretrain the encoders a run of `name` (AE-MT or a variant) loads on `dataset`, into `out`."""
     out = Path(out)
     data_dir = ensure_dataset(dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes, splits=("train", "unlabeled"))
@@ -120,8 +129,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     if manifest.family != "trimodal":
         raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
     preset = manifest.preset or manifest.name
-    cfg = pretrain_config(params, preset)
-    spec = AEMT.encoder_spec(method_config(params, "aemt", preset))  # the architecture fine-tuning will load
+    cfg, key, spec = pretraining_of(params, name, preset)
     dev = pick_device(device)
     seed_everything(seed)
     pool, pool_splits = pool_split(ds, cfg.pool, preset)
@@ -177,7 +185,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     with atomic_path(out / "encoders.pt") as tmp, open(tmp, "wb") as f:  # a file object: see train._save
         torch.save({"spec": spec.as_dict(), "in_dims": in_dims, "encoders": best_state, "config": asdict(cfg),
                     "dataset": manifest.name, "dataset_files": manifest.files, "seed": seed,
-                    "pool": cfg.pool, "pool_size": len(pool), "pool_splits": pool_splits,
+                    "pool": cfg.pool, "pool_size": len(pool), "pool_splits": pool_splits, "key": key,
                     "best_epoch": best["epoch"], "msarepro": __version__}, f)
     with atomic_path(out / "history.csv") as tmp:
         pd.DataFrame(history).to_csv(tmp, index=False, float_format="%.6g")
@@ -188,7 +196,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
         "tamper_chance": max(cfg.tamper_p, 1 - cfg.tamper_p),
         "initial": {f"heldout_{k}": v for k, v in initial.items()},
         "best": {k: v for k, v in best.items() if k.startswith("heldout_")},
-        "config": asdict(cfg), "encoder": spec.as_dict(),
+        "config": asdict(cfg), "encoder": spec.as_dict(), "key": key,
     }
     write_json(out / "metrics.json", result)
     write_json(out / "timing.json", {"seconds": elapsed})
