@@ -72,6 +72,7 @@ def _stage_params(tmp_path, model: str, epochs: int = 2) -> list[str]:
     raw["model"], raw["dataset"] = model, "synth-mosi"
     raw["data"].update(root=str(tmp_path / "data"), synth_scale=0.15)
     raw["sweep"] = {"methods": ["text_only"], "datasets": ["synth-mosi"], "seeds": [1111]}
+    raw["ablations"] = {"variants": [], "datasets": [], "seeds": [1111]}  # the default grid has AE-MT's w/o CL
     raw["pipeline"] = {"datasets": ["synth-mosi"], "pretrain_seed": 1111}
     raw["pretrain"]["presets"]["synth-mosi"]["epochs"] = epochs
     f = tmp_path / f"params-{model}-{epochs}.yaml"
@@ -95,15 +96,17 @@ def test_pretrain_stage_pretrains_once_and_keeps_up_to_date_encoders(tmp_path, c
     out = tmp_path / "pretrain" / "synth-mosi"
     cmd = ["pretrain", "--stage", "--dataset", "synth-mosi", "--out", str(out), "--no-progress"]
     assert main([*cmd, *_stage_params(tmp_path, "aemt")]) == 0  # the train stage runs AE-MT: pretrain
-    enc = out / "encoders.pt"
+    (key,) = [d.name for d in out.iterdir()]  # one pretraining: pretrain/<dataset>/<key>/
+    enc = out / key / "encoders.pt"
     stamp = enc.stat().st_mtime_ns
-    assert json.loads((out / "fingerprint.json").read_text())["seed"] == 1111  # pipeline.pretrain_seed
-    assert len(pd.read_csv(out / "history.csv")) == 2
+    assert json.loads((out / key / "fingerprint.json").read_text())["seed"] == 1111  # pipeline.pretrain_seed
+    assert len(pd.read_csv(out / key / "history.csv")) == 2
     capsys.readouterr()
     assert main([*cmd, *_stage_params(tmp_path, "aemt")]) == 0  # same settings: kept
     assert "up to date" in capsys.readouterr().out and enc.stat().st_mtime_ns == stamp
-    assert main([*cmd, *_stage_params(tmp_path, "aemt", epochs=3)]) == 0  # a pretraining setting changed
-    assert len(pd.read_csv(out / "history.csv")) == 3
+    assert main([*cmd, *_stage_params(tmp_path, "aemt", epochs=3)]) == 0  # a pretraining setting changed: new key
+    (key3,) = [d.name for d in out.iterdir()]
+    assert key3 != key and len(pd.read_csv(out / key3 / "history.csv")) == 3
     assert main([*cmd, "--seed", "7", *_stage_params(tmp_path, "aemt", epochs=3)]) == 2  # seed: pipeline's
     assert "pipeline.pretrain_seed" in capsys.readouterr().err
 

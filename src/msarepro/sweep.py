@@ -125,7 +125,7 @@ def validate(params: Params) -> list[Job]:
 
 def pretrain_needs(params: Params) -> dict[str, list[str]]:
     """dataset -> the run names (methods or variants) whose runs load pretrained encoders there: the grid's (sweep
-    and ablations) and the single experiment's (`model` on `dataset`)."""
+    and ablations) and the single experiment's (`model` on `dataset`); a run with `pretrained: ""` loads none."""
     from .methods import get_method, method_of
 
     needs: dict[str, set[str]] = {}
@@ -133,7 +133,8 @@ def pretrain_needs(params: Params) -> dict[str, list[str]]:
     single = [Job(params.model, params.dataset, params.seed)]
     for j in jobs + single:
         cls = get_method(method_of(params, j.method))
-        if cls.uses_pretraining and dataset_family(j.dataset) in cls.families:
+        if cls.uses_pretraining and dataset_family(j.dataset) in cls.families \
+                and pretrained_encoders(params, j.method, j.dataset) is not None:  # pretrained: "" loads none
             needs.setdefault(j.dataset, set()).add(j.method)
     return {d: sorted(v) for d, v in sorted(needs.items())}
 

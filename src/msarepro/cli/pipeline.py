@@ -39,16 +39,13 @@ def cmd_sweep(args) -> int:
 
 
 def _deprecated_pretrain(args) -> int:
-    from ..pretrain.stage import run_stage
     from ..sweep import PRETRAIN_ROOT
+    from .train import pretrain_stage
 
     out = args.out or str(PRETRAIN_ROOT / args.pretrain)
     print(f"msarepro: note: `sweep --pretrain` is deprecated and goes away in the next release; use "
           f"`msarepro pretrain --stage --dataset {args.pretrain} --out {out}`", file=sys.stderr)
-    r = run_stage(load_params(args), args.pretrain, out, progress=not args.no_progress)
-    if r["status"] == "pretrained":
-        print(json.dumps({k: r.get(k) for k in ("dataset", "best_epoch", "best")}, default=str))
-    return 0
+    return pretrain_stage(load_params(args), args.pretrain, out, progress=not args.no_progress)
 
 
 def cmd_evaluate(args) -> int:
