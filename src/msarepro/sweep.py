@@ -120,6 +120,9 @@ def validate(params: Params) -> list[Job]:
     jobs, _ = grid(params)
     if not jobs:
         raise ConfigError("sweep: no (method, dataset) pair is compatible (method families vs dataset families)")
+    from .methods import method_config
+    for name, d in dict.fromkeys((j.method, j.dataset) for j in jobs):  # every run's settings, before any job starts
+        method_config(params, name, _manifest(params, d).get("preset") or d)
     return jobs
 
 

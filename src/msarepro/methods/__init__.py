@@ -143,15 +143,33 @@ def method_config(params: Params, model: str, preset: str = "") -> MethodConfig:
     return cfg
 
 
+def _check_keys(name: str, v, cls: type[Method]) -> None:
+    """A variant's setting names (its presets' too) are fields of its method's Config / of PretrainConfig."""
+    fields = {f.name for f in dataclasses.fields(cls.Config)}
+    blocks = {"": v.settings, **{f".presets.{p}": b or {} for p, b in (v.settings.get("presets") or {}).items()}}
+    for where, block in blocks.items():
+        unknown = sorted(set(block) - fields - {"presets"})
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(f'variants.{name}.settings{where}.{k}' for k in unknown)}; "
+                              f"known keys of methods.{cls.name}: {', '.join(sorted(fields))}")
+    unknown = sorted(set(v.pretrain) - {f.name for f in dataclasses.fields(PretrainConfig)})
+    if unknown:
+        raise ConfigError(f"unknown key(s) {', '.join(f'variants.{name}.pretrain.{k}' for k in unknown)}; known: "
+                          f"{', '.join(f.name for f in dataclasses.fields(PretrainConfig))}")
+
+
 def validate_params(params: Params) -> Params:
     """Check what config.py cannot without the registry: `model`, `sweep.methods`, every `methods.<name>` block
-    and every variant (each preset merged over its block, the variant's settings over that), against the method's
-    Config; `ablations.variants`. -> params (unchanged)."""
+    and every variant against the method's Config: the setting names of all, and the whole resolved config (each
+    preset merged over the block, the variant's settings over that) of `model` (the grid's variants are built by
+    `sweep.validate`; so a change to a method's block that one variant cannot take blocks only the runs of that
+    variant); `ablations.variants`. -> params (unchanged)."""
     registered = all_methods()
     for name, block in params.methods.items():
         if name not in registered:
             raise ConfigError(f"methods.{name}: not a registered method; registered: {', '.join(sorted(registered))}")
         build_with_presets(registered[name].Config, block, f"methods.{name}")
+    used = {params.model}  # the grid's variants are built by sweep.validate, which only the sweep needs
     for name, v in params.variants.items():
         if name in registered:
             raise ConfigError(f"variants.{name}: a registered method has this name; name the variant otherwise")
@@ -162,6 +180,9 @@ def validate_params(params: Params) -> Params:
             raise ConfigError(f"variants.{name}.pretrain: {v.method} does not pretrain; remove the key")
         if v.refused:
             continue  # documented, never built (its settings may be what the method refuses)
+        _check_keys(name, v, registered[v.method])
+        if name not in used:
+            continue  # built when it runs: a change to the method's block must not block unrelated runs
         block = params.methods.get(v.method) or {}
         presets = set((block.get("presets") or {})) | set((v.settings.get("presets") or {}))
         for preset in ["", *sorted(presets)]:
