@@ -198,9 +198,11 @@ def test_the_footnote_comes_from_the_runs_configs_through_evaluate(tmp_path):
             (d / "config.json").write_text(json.dumps({"model": method, "method_inputs": inputs}))
     evaluate.write_evaluation(tmp_path / "runs", tmp_path / "metrics", n_resamples=50)
     got = pd.read_csv(tmp_path / "metrics" / "run_inputs.csv")
-    assert got.to_dict("records") == [
+    pooled = got[got.pretrain_pool.notna()].drop(columns="base_method")
+    assert pooled.to_dict("records") == [
         {"method": "aemt", "dataset": "synth-sims", "seed": s, "pretrain_pool": "unlabeled",
          "pretrain_pool_size": 1500 + s} for s in (1, 2)]
+    assert set(got[got.pretrain_pool.isna()]["method"]) == {"mult"}  # every run has a row; mult's pool is empty
     (tmp_path / "papers").mkdir()
     write_reports(tmp_path / "metrics", tmp_path / "papers", tmp_path / "reports", ["mult", "aemt"], {})
     md = (tmp_path / "reports" / "tables" / "synth-sims.md").read_text()

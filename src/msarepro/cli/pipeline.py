@@ -39,13 +39,18 @@ def cmd_sweep(args) -> int:
 
 
 def _deprecated_pretrain(args) -> int:
+    from ..pretrain.stage import run_stage
     from ..sweep import PRETRAIN_ROOT
-    from .train import pretrain_stage
 
     out = args.out or str(PRETRAIN_ROOT / args.pretrain)
     print(f"msarepro: note: `sweep --pretrain` is deprecated and goes away in the next release; use "
           f"`msarepro pretrain --stage --dataset {args.pretrain} --out {out}`", file=sys.stderr)
-    return pretrain_stage(load_params(args), args.pretrain, out, progress=not args.no_progress)
+    r = run_stage(load_params(args), args.pretrain, out, progress=not args.no_progress)
+    for key, k in (r.get("keys") or {}).items():  # one pretraining per settings key (pretrain/<dataset>/<key>/)
+        if k.get("status") == "pretrained":
+            print(json.dumps({"dataset": r["dataset"], "key": key, "best_epoch": k.get("best_epoch"),
+                              "best": k.get("best")}, default=str))
+    return 0
 
 
 def cmd_evaluate(args) -> int:

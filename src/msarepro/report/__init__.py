@@ -3,6 +3,7 @@
 Everything under reports/ (except reports/paper_results/, transcribed from the papers) is written by the
 `tables` stage from the `evaluate` stage's outputs; nothing there is edited by hand.
 """
-from .tables import build_tables, load_paper_results, write_reports
+from .stage import write_reports
+from .tables import build_tables, load_paper_results
 
 __all__ = ["build_tables", "load_paper_results", "write_reports"]
