@@ -40,12 +40,20 @@ def sh(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPro
     return r
 
 
-def tiny_params(methods=("text_only", "lf_dnn"), seeds=(1111,), **extra) -> dict:
+# A variant of the tiny projects (params.yaml's own variants are replaced: the tests choose theirs).
+TINY_VARIANTS = {"lf_dnn-lr2": {"method": "lf_dnn", "settings": {"lr": 0.002}, "rows": []}}
+
+
+def tiny_params(methods=("text_only", "lf_dnn"), seeds=(1111,), ablate=(), **extra) -> dict:
+    """params.yaml cut down to synth-mosi at scale 0.15, `methods` x `seeds` in the sweep, 2 epochs each; the
+    variants are TINY_VARIANTS and the ablation grid runs `ablate` (none by default) on synth-mosi, first seed."""
     raw = config.load_raw(ROOT / "params.yaml")
     raw["model"], raw["dataset"], raw["seed"] = methods[0], "synth-mosi", seeds[0]
     raw["data"]["synth_scale"] = 0.15
     raw["sweep"] = {"methods": list(methods), "datasets": ["synth-mosi"], "seeds": list(seeds)}
     raw["pipeline"] = {"datasets": ["synth-mosi"], "pretrain_seed": 1111}
+    raw["variants"] = json.loads(json.dumps(TINY_VARIANTS))
+    raw["ablations"] = {"variants": list(ablate), "datasets": ["synth-mosi"], "seeds": [seeds[0]]}
     raw["evaluate"] = {"ci_level": 0.95, "bootstrap_resamples": 200, "bootstrap_seed": 0}
     for m in methods:
         raw["methods"][m]["max_epochs"] = 2
@@ -308,12 +316,12 @@ def test_gpu_slots_are_exclusive(tmp_path):
 
 # -------------------------------------------------------------------------------------------- Snakemake
 def test_snakemake_dry_runs_list_one_job_per_run(tmp_path):
-    raw = tiny_params(methods=("text_only", "lf_dnn", "infig"), seeds=(1111, 1112))
+    raw = tiny_params(methods=("text_only", "lf_dnn", "infig"), seeds=(1111, 1112), ablate=("lf_dnn-lr2",))
     raw["sweep"]["datasets"] = ["synth-mosi", "synth-mvsa"]
     raw["pipeline"]["datasets"] = ["synth-mosi", "synth-mvsa"]
     p = make_project(tmp_path, raw, git=False)
     n_jobs = len(sweep.validate(config.from_dict(raw)))
-    assert n_jobs >= 6  # text_only on both datasets, lf_dnn on synth-mosi, infig on synth-mvsa; x 2 seeds
+    assert n_jobs >= 7  # text_only on both datasets, lf_dnn on synth-mosi, infig on synth-mvsa; x 2 seeds; a variant
     for profile in ("profiles/local-cpu", "profiles/local-gpu", "profiles/slurm"):
         r = sh([str(BIN / "snakemake"), "--profile", profile, "-n", "--quiet", "rules"], p)
         counts = dict(line.split()[:2] for line in r.stdout.splitlines() if line.split()[:1] in (["train"], ["download"]))
@@ -327,46 +335,138 @@ def test_snakemake_dry_runs_list_one_job_per_run(tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- dvc end to end
+# One tiny project serves every end-to-end test: a cold `dvc repro` costs minutes on 2 cores, so it runs once (the
+# module-scoped fixture) and each test then works on its own state: the project itself, or a fresh clone of the
+# fixture's commit (branch `results`), whatever ran before.
+DVC = str(BIN / "dvc")
+E2E_RUNS = ("text_only", "lf_dnn", "lf_dnn-lr2")  # the sweep's two methods and the ablation grid's variant
+
+
+def ran_stages(out: str) -> set[str]:
+    """`dvc repro` / `dvc exp run` output -> the stages it ran."""
+    return {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
+
+
+def sweep_log(out: str) -> list[str]:
+    """The lines `msarepro sweep` printed: the runs it retrains and why, then its `sweep: N jobs ...` summary."""
+    return [line for line in out.splitlines() if line.startswith(("sweep:", "runs/sweep"))]
+
+
+def edit_params(p: Path, *overrides: str) -> None:
+    """Change params.yaml as a user does (`-S`-style keys)."""
+    raw = config.apply_overrides(yaml.safe_load((p / "params.yaml").read_text()), list(overrides))
+    (p / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def run_stamps(p: Path) -> dict[str, int]:
+    """run name -> its sweep run's metrics.json mtime (ns): a run retrained by the last repro has a new one."""
+    return {n: (p / f"runs/sweep/{n}/synth-mosi/1111/metrics.json").stat().st_mtime_ns for n in E2E_RUNS}
+
+
+@pytest.fixture(scope="module")
+def e2e(tmp_path_factory) -> tuple[Path, str]:
+    """The tiny project after one cold `dvc repro`, its results committed (branch `results` marks that commit):
+    text_only and lf_dnn in the sweep, the variant lf_dnn-lr2 in the ablation grid, synth-mosi, 1 seed, 1 epoch.
+    -> (project, the repro's stdout)."""
+    raw = tiny_params(ablate=("lf_dnn-lr2",))
+    for m in ("text_only", "lf_dnn"):
+        raw["methods"][m]["max_epochs"] = 1
+    p = make_project(tmp_path_factory.mktemp("e2e"), raw)
+    out = sh([DVC, "repro"], p).stdout
+    sh(["git", "add", "-A"], p)
+    sh(["git", "commit", "-qm", "results"], p)
+    sh(["git", "branch", "results"], p)
+    return p, out
+
+
 @pytest.mark.slow
-def test_dvc_pipeline_end_to_end(tmp_path):
-    p = make_project(tmp_path, tiny_params())
-    dvc = str(BIN / "dvc")
-    sh([dvc, "repro"], p)
+def test_dvc_pipeline_end_to_end(e2e):
+    """The cold repro ran the sweep and the ablation grid; a second repro does nothing. A method's change retrains
+    its runs and its variant's (except a setting the variant overrides), a variant's change retrains that variant
+    only, and neither touches the single experiment of another model. `dvc exp run -S model=` runs only the single
+    experiment, for a method or a variant, and the experiments compare in `dvc exp show`, `dvc metrics diff` and
+    `dvc plots diff`. push/pull to a local remote. Another method's settings leave the train stage up to date."""
+    p, cold = e2e
     for f in ("reports/tables/synth-mosi.md", "reports/tables/synth-mosi.tex", "reports/README.md",
-              "reports/metrics/metrics.json", "runs/train/metrics.json", "pretrain/synth-mosi/skipped.json"):
+              "reports/metrics/metrics.json", "runs/train/metrics.json", "runs/train/resolved.json",
+              "pretrain/synth-mosi/skipped.json"):
         assert (p / f).exists(), f
     md = (p / "reports/tables/synth-mosi.md").read_text()
     assert "| text_only |" in md and "| lf_dnn |" in md
-    assert "Data and pipelines are up to date" in sh([dvc, "repro"], p).stdout
+    assert sweep_log(cold)[-1].endswith("3 jobs in the grid, 3 to run, 0 up to date"), sweep_log(cold)
+    assert all((p / f"runs/sweep/{n}/synth-mosi/1111/metrics.json").exists() for n in E2E_RUNS)  # with the ablation
+    variant_run = json.loads((p / "runs/sweep/lf_dnn-lr2/synth-mosi/1111/config.json").read_text())
+    assert variant_run["model"] == "lf_dnn-lr2" and variant_run["method"]["lr"] == 0.002
+    assert variant_run["variant"] == {"name": "lf_dnn-lr2", "method": "lf_dnn", "settings": {"lr": 0.002},
+                                      "pretrain": {}}
+    assert "Data and pipelines are up to date" in sh([DVC, "repro"], p).stdout
 
-    text_run = p / "runs/sweep/text_only/synth-mosi/1111/metrics.json"
-    stamp = text_run.stat().st_mtime_ns
-    raw = yaml.safe_load((p / "params.yaml").read_text())
-    raw["methods"]["lf_dnn"]["lr"] = 0.002
-    (p / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    out = sh([dvc, "repro"], p).stdout
-    ran = {line.split("'")[1] for line in out.splitlines() if line.startswith("Running stage")}
-    assert ran == {"sweep", "evaluate", "tables", "figures"}, out
-    said = [line for line in out.splitlines() if line.startswith(("sweep:", "runs/sweep"))]
-    assert said[-1].endswith("2 jobs in the grid, 1 to run, 1 up to date"), said
-    assert any("lf_dnn" in line and "(config.lr)" in line for line in said), said
-    assert text_run.stat().st_mtime_ns == stamp  # the other method's run was not retrained
+    # The method's block: lf_dnn and its variant retrain (the variant keeps its own lr), text_only does not, and
+    # the single experiment (text_only) neither: `resolve` reruns and finds its record unchanged.
+    stamps = run_stamps(p)
+    edit_params(p, "methods.lf_dnn.lr=0.003", "methods.lf_dnn.weight_decay=0.01")
+    out = sh([DVC, "repro"], p).stdout
+    assert ran_stages(out) == {"resolve", "sweep", "evaluate", "tables", "figures"}, out
+    said = sweep_log(out)
+    assert said[-1].endswith("3 jobs in the grid, 2 to run, 1 up to date"), said
+    assert any(line.startswith("runs/sweep/lf_dnn/") and "(config.lr, config.weight_decay)" in line for line in said)
+    assert any(line.startswith("runs/sweep/lf_dnn-lr2/") and "(config.weight_decay)" in line for line in said), said
+    now = run_stamps(p)
+    assert {n for n in E2E_RUNS if now[n] != stamps[n]} == {"lf_dnn", "lf_dnn-lr2"}
 
+    # Single experiments: a method, then a variant (with another seed); neither runs the sweep.
     sh(["git", "add", "-A"], p)
     sh(["git", "commit", "-qm", "baseline"], p)
-    out = sh([dvc, "exp", "run", "-n", "other-model", "-S", "model=lf_dnn"], p).stdout
+    out = sh([DVC, "exp", "run", "-n", "other-model", "-S", "model=lf_dnn"], p).stdout
     assert "Running stage 'train'" in out and "Running stage 'sweep'" not in out
-    shown = json.loads(sh([dvc, "exp", "show", "--json"], p).stdout)
-    assert "other-model" in json.dumps(shown)
-    assert "Has0_acc_2" in sh([dvc, "metrics", "show"], p).stdout
+    out = sh([DVC, "exp", "run", "-n", "variant", "-S", "model=lf_dnn-lr2", "-S", "seed=1112"], p).stdout
+    assert {"resolve", "train"} <= ran_stages(out) and "sweep" not in ran_stages(out), out
+    single = json.loads((p / "runs/train/config.json").read_text())
+    assert single["model"] == "lf_dnn-lr2" and single["seed"] == 1112 and single["method"]["lr"] == 0.002
+    assert single["variant"] == {"name": "lf_dnn-lr2", "method": "lf_dnn", "settings": {"lr": 0.002}, "pretrain": {}}
+    assert json.loads((p / "runs/train/resolved.json").read_text())["variant_of"] == "lf_dnn"
+    shown = json.loads(sh([DVC, "exp", "show", "--json"], p).stdout)
+    rows = _exp_rows(shown)
+    assert {"other-model", "variant"} <= set(rows), rows
+    lf, var = rows["other-model"], rows["variant"]
+    assert lf["model"] == "lf_dnn" and var["model"] == "lf_dnn-lr2" and var["seed"] == 1112
+    assert isinstance(lf["test"]["Has0_acc_2"], float) and isinstance(var["test"]["Has0_acc_2"], float)
+    assert "Has0_acc_2" in sh([DVC, "metrics", "show"], p).stdout
+    diff = json.loads(sh([DVC, "metrics", "diff", "other-model", "variant", "--json"], p).stdout)
+    mae = diff["runs/train/metrics.json"]["test.MAE"]
+    assert mae["old"] == lf["test"]["MAE"] and mae["new"] == var["test"]["MAE"]
+    plots = json.loads(sh([DVC, "plots", "diff", "other-model", "variant", "--json"], p).stdout)["data"]
+    curve = plots["dvc.yaml::runs/train/history.csv"][0]["content"]["data"]["values"]
+    assert {row["rev"] for row in curve} == {"other-model", "variant"}
 
-    sh([dvc, "push"], p)
+    # push, lose the cache and the outputs, pull: everything is back and up to date.
+    text_run = p / "runs/sweep/text_only/synth-mosi/1111/metrics.json"
+    sh([DVC, "push"], p)
     shutil.rmtree(p / ".dvc" / "cache")
     shutil.rmtree(p / "data" / "synth-mosi")
     shutil.rmtree(p / "runs" / "sweep")
-    sh([dvc, "pull"], p)
+    sh([DVC, "pull"], p)
     assert (p / "data/synth-mosi/manifest.json").exists() and text_run.exists()
-    assert "Data and pipelines are up to date" in sh([dvc, "status"], p).stdout
+    assert "Data and pipelines are up to date" in sh([DVC, "status"], p).stdout
+
+    # Another method's settings, with the variant as the single experiment: `resolve` reruns (DVC cannot tell which
+    # method block a variant reads), its record is unchanged, so `train` stays up to date.
+    edit_params(p, "methods.tfn.lr=0.01")
+    out = sh([DVC, "repro", "train"], p).stdout
+    assert "resolve" in ran_stages(out) and "train" not in ran_stages(out), out
+
+    # The variant's override: that variant's sweep runs only. (`dvc repro sweep`: the stages after it would only
+    # repeat what the first change showed.)
+    stamps = run_stamps(p)
+    edit_params(p, "variants.lf_dnn-lr2.settings.lr=0.005")
+    out = sh([DVC, "repro", "sweep"], p).stdout
+    assert "sweep" in ran_stages(out) and "train" not in ran_stages(out), out
+    said = sweep_log(out)
+    assert said[-1].endswith("3 jobs in the grid, 1 to run, 2 up to date"), said
+    assert [line.split(":")[0] for line in said[:-1]] == ["runs/sweep/lf_dnn-lr2/synth-mosi/1111"], said
+    assert "(config.lr)" in said[0]
+    now = run_stamps(p)
+    assert {n for n in E2E_RUNS if now[n] != stamps[n]} == {"lf_dnn-lr2"}
 
 
 def _exp_rows(shown) -> dict[str, dict]:
@@ -389,38 +489,16 @@ def _exp_rows(shown) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_fresh_clone_is_clean_and_experiments_compare(tmp_path):
-    """A fresh clone's `dvc repro` leaves `git status` clean and dvc.lock unchanged; two `dvc exp run -S model=`
-    experiments show both rows' metrics in `dvc exp show`, and `dvc metrics diff` / `dvc plots diff` both sides."""
-    raw = tiny_params(methods=("text_only", "lf_dnn"))
-    raw["sweep"]["methods"] = ["text_only"]
-    for m in ("text_only", "lf_dnn"):
-        raw["methods"][m]["max_epochs"] = 1
-    p = make_project(tmp_path, raw)
-    dvc = str(BIN / "dvc")
-    sh([dvc, "repro"], p)
-    sh(["git", "add", "-A"], p)
-    sh(["git", "commit", "-qm", "results"], p)
-    tracked = sh(["git", "ls-files"], p).stdout.split()
-    assert "runs/train/metrics.json" in tracked and "runs/train/history.csv" in tracked
-    assert not [f for f in tracked if f.startswith(("data/", "checks/", "pretrain/", "runs/sweep/"))], tracked
-
+def test_fresh_clone_repro_is_clean(e2e, tmp_path):
+    """A fresh clone of the tiny project's committed results: git holds the uncached metrics and plots and no
+    cached output; its `dvc repro` (no cache, no remote: every stage runs again, the ablation grid too) leaves
+    `git status` clean and dvc.lock unchanged."""
+    p, _ = e2e
     clone = tmp_path / "clone"
-    sh(["git", "clone", "-q", str(p), str(clone)], tmp_path)
-    sh([dvc, "repro"], clone)  # no cache, no remote: everything runs again
+    sh(["git", "clone", "-q", "-b", "results", str(p), str(clone)], tmp_path)
+    tracked = sh(["git", "ls-files"], clone).stdout.split()
+    assert {"runs/train/metrics.json", "runs/train/history.csv", "runs/train/resolved.json"} <= set(tracked)
+    assert not [f for f in tracked if f.startswith(("data/", "checks/", "pretrain/", "runs/sweep/"))], tracked
+    out = sh([DVC, "repro"], clone).stdout
+    assert sweep_log(out)[-1].endswith("3 jobs in the grid, 3 to run, 0 up to date"), out
     assert sh(["git", "status", "--porcelain"], clone).stdout == ""
-
-    sh([dvc, "exp", "run", "-n", "exp-lf", "-S", "model=lf_dnn"], p)
-    sh([dvc, "exp", "run", "-n", "exp-text", "-S", "model=text_only", "-S", "seed=1112"], p)
-    rows = _exp_rows(json.loads(sh([dvc, "exp", "show", "--json"], p).stdout))
-    assert {"exp-lf", "exp-text"} <= set(rows), rows
-    lf, text = rows["exp-lf"], rows["exp-text"]
-    assert lf["model"] == "lf_dnn" and text["model"] == "text_only" and text["seed"] == 1112
-    assert isinstance(lf["test"]["Has0_acc_2"], float) and isinstance(text["test"]["Has0_acc_2"], float)
-
-    diff = json.loads(sh([dvc, "metrics", "diff", "exp-lf", "exp-text", "--json"], p).stdout)
-    mae = diff["runs/train/metrics.json"]["test.MAE"]
-    assert mae["old"] == lf["test"]["MAE"] and mae["new"] == text["test"]["MAE"]
-    plots = json.loads(sh([dvc, "plots", "diff", "exp-lf", "exp-text", "--json"], p).stdout)["data"]
-    curve = plots["dvc.yaml::runs/train/history.csv"][0]["content"]["data"]["values"]
-    assert {row["rev"] for row in curve} == {"exp-lf", "exp-text"}
