@@ -16,7 +16,7 @@ import yaml
 from msarepro import config, sweep
 from msarepro.config import ConfigError
 from msarepro.data import DATASETS
-from msarepro.methods import all_methods, load_params
+from msarepro.methods import all_methods, load_params, method_of
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -82,13 +82,20 @@ def make_project(tmp: Path, raw: dict, git: bool = True) -> Path:
 
 # ------------------------------------------------------------------------------------------------ the grid
 def test_grid_comes_from_params_and_registries(params):
+    """params.yaml's grid: sweep.methods x sweep.datasets x sweep.seeds, then each ablation variant and its full
+    model on ablations.datasets x ablations.seeds, wherever the (variant's) method handles the dataset's family;
+    each job once."""
     jobs, skipped = sweep.grid(params)
     methods = all_methods()
-    expect = {(m, d, s) for m in params.sweep.methods for d in params.sweep.datasets for s in params.sweep.seeds
-              if DATASETS[d].family in methods[m].families}
-    assert {(j.method, j.dataset, j.seed) for j in jobs} == expect
-    assert set(skipped) == {(m, d) for m in params.sweep.methods for d in params.sweep.datasets
-                            if DATASETS[d].family not in methods[m].families}
+    ab = params.ablations
+    ablated = [*ab.variants, *sorted({method_of(params, v) for v in ab.variants})]
+    pairs = ([(m, d, params.sweep.seeds) for m in params.sweep.methods for d in params.sweep.datasets]
+             + [(m, d, ab.seeds) for m in ablated for d in ab.datasets])
+    handles = {(m, d): DATASETS[d].family in methods[method_of(params, m)].families for m, d, _ in pairs}
+    expect = {(m, d, s) for m, d, seeds in pairs if handles[m, d] for s in seeds}
+    got = [(j.method, j.dataset, j.seed) for j in jobs]
+    assert set(got) == expect and len(got) == len(expect)
+    assert set(skipped) == {(m, d) for m, d, _ in pairs if not handles[m, d]}
     assert sweep.validate(params) == jobs
 
 

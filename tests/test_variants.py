@@ -197,7 +197,8 @@ def test_a_variant_run_records_the_variant_and_trains_with_its_settings(tmp_path
     from msarepro.train import RunSpec, run
 
     base = fast_params(1)
-    p = validate_params(dataclasses.replace(base, variants={"lf-fast": VariantConfig("lf_dnn", {"lr": 0.005})}))
+    p = validate_params(dataclasses.replace(base, variants={"lf-fast": VariantConfig("lf_dnn", {"lr": 0.005})},
+                                            ablations=config.AblationsConfig()))
     for name in ("lf-fast", "lf_dnn"):
         run(p, RunSpec(name, str(small_data["synth-mosi"]), 1111, tmp_path / name, progress=False))
     var, full = (json.loads((tmp_path / n / "config.json").read_text()) for n in ("lf-fast", "lf_dnn"))
