@@ -1,11 +1,13 @@
 """The pipeline: the grid derived from params.yaml and the registries, per-run staleness, GPU slots, Snakemake
-dry runs (local and SLURM), and one end-to-end `dvc repro` on a tiny copy of the project
-(no-op second run, one method's change retrains only that method, `dvc exp run`, push/pull to a local remote)."""
+dry runs (local and SLURM), and one end-to-end `dvc repro` on a tiny copy of the project with a variant in its
+ablation grid (no-op second run, a method's change retrains that method and its variant, a variant's change only
+the variant, `dvc exp run` of a method and of a variant, push/pull to a local remote, a fresh clone's repro clean)."""
 from __future__ import annotations
 
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -407,10 +409,10 @@ def e2e(request, tmp_path_factory):
         sh(["git", "clone", "-q", "-b", "results", str(p), str(clone)], tmp)
         with open(log, "w") as f:
             proc = subprocess.Popen([DVC, "repro"], cwd=clone, env=env(clone / "src"), stdout=f,
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, start_new_session=True)
     yield E2E(p, out, clone, proc, log)
-    if proc is not None and proc.poll() is None:
-        proc.kill()
+    if proc is not None and proc.poll() is None:  # the clone's test did not run to the end: stop its repro
+        os.killpg(proc.pid, signal.SIGTERM)  # the repro's own process group (its stages and Snakemake's jobs)
         proc.wait()
 
 

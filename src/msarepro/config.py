@@ -26,6 +26,7 @@ import copy
 import dataclasses
 import functools
 import re
+import types
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,7 +259,7 @@ def build_with_presets(cls: type, block: dict | None, where: str) -> tuple[Any, 
 
 def _coerce(tp: Any, value: Any, key: str) -> Any:
     origin = typing.get_origin(tp)
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:  # Optional[X] and X | None
         args = [a for a in typing.get_args(tp) if a is not type(None)]
         if value is None:
             return None

@@ -136,6 +136,8 @@ def method_config(params: Params, model: str, preset: str = "") -> MethodConfig:
     `pretrained` path becomes the key of its pretraining settings (pretrain_settings)."""
     cls, values = _raw_config(params, model, preset)
     where = f"variants.{model}.settings" if model in params.variants else f"methods.{model}"
+    if model in params.variants and preset in (params.variants[model].settings.get("presets") or {}):
+        where += f".presets.{preset}"
     cfg = build(cls.Config, values, where)
     if cls.uses_pretraining and "{settings}" in (getattr(cfg, "pretrained", "") or ""):
         key = pretrain_settings(params, model, preset)[1]
