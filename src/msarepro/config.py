@@ -185,6 +185,32 @@ class PretrainSection:
 
 
 @dataclass(frozen=True)
+class RuntimeConfig:
+    """How runs execute, not what they compute (`runtime:` in params.yaml). On CPU every default leaves results bit
+    for bit as they were. `precision`, `tf32` and `compile` can change a run's numbers (they enter its fingerprint
+    and config.json); `pin_memory` and `load` cannot (same results, other speed or memory)."""
+    precision: str = "fp32"  # fp32 | bf16: autocast to bfloat16 where the device supports it
+    tf32: bool = True  # CUDA only: TF32 matmuls and convolutions (no effect on CPU)
+    compile: bool = False  # torch.compile the model's forward
+    pin_memory: bool = True  # CUDA only: page-locked host batches, non-blocking copies
+    load: str = "auto"  # auto | memory | lazy: read split files whole, or per batch (lazy); auto: lazy above
+    lazy_above_gb: float = 2.0  # split files together larger than this (GiB) load lazily under load: auto
+
+    PRECISIONS = ("fp32", "bf16")
+    LOADS = ("auto", "memory", "lazy")
+
+    def validate(self, where: str) -> None:
+        _choice(where, "precision", self.precision, self.PRECISIONS)
+        _choice(where, "load", self.load, self.LOADS)
+        if self.lazy_above_gb < 0:
+            raise ConfigError(f"{where}.lazy_above_gb: {self.lazy_above_gb}; expected a size in GiB >= 0")
+
+    def numerics(self) -> dict:
+        """The settings that can change a run's numbers (a run's fingerprint holds them)."""
+        return {"precision": self.precision, "tf32": self.tf32, "compile": self.compile}
+
+
+@dataclass(frozen=True)
 class VariantConfig:
     """A named variant of a method: the method's settings with `settings` over them (after the dataset preset; a
     `presets:` inside `settings` applies per preset too) and, for a method that pretrains, `pretrain` over the
@@ -232,6 +258,7 @@ class Params:
     methods: dict[str, dict[str, Any]]  # raw per-method blocks; msarepro.methods validates and resolves them
     variants: dict[str, VariantConfig] = dataclasses.field(default_factory=dict)
     ablations: AblationsConfig = AblationsConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
 
 
 def with_preset(block: dict | None, preset: str = "") -> dict:
@@ -379,7 +406,8 @@ def load_raw(path: str | Path = "params.yaml") -> dict:
 
 
 SECTIONS = {"data": DataConfig, "sweep": SweepConfig, "pipeline": PipelineConfig, "evaluate": EvaluateConfig,
-            "regression": RegressionConfig, "ablations": AblationsConfig}
+            "regression": RegressionConfig, "ablations": AblationsConfig,
+            "runtime": RuntimeConfig}
 TOP_LEVEL = ("model", "dataset", "seed", *SECTIONS, "pretrain", "methods", "variants")
 VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 
