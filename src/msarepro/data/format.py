@@ -117,32 +117,30 @@ def _manifest_from_json(path: Path) -> Manifest:
 
 
 def write_dataset(out_dir: str | Path, manifest: Manifest, arrays: dict[str, dict[str, np.ndarray]],
-                  labels: pd.DataFrame) -> Manifest:
-    """Write a canonical dataset. Non-finite feature values are replaced by 0 and counted in the manifest.
+                  labels: pd.DataFrame, release: bool = False) -> Manifest:
+    """Write a canonical dataset. Non-finite feature values are written as 0 and counted in the manifest.
 
-    `arrays[split][name]` as described in the module docstring; `labels` has columns split, id, M[, T, A, V], text.
-    Every file is written atomically; the manifest, written last, lists their hashes.
+    `arrays[split][name]` as described in the module docstring (ndarrays, or LazyArrays of a loaded dataset);
+    `labels` has columns split, id, M[, T, A, V], text. Split files are streamed a chunk at a time (the
+    caller's arrays are neither copied whole nor changed); release: drop each split from `arrays` once written,
+    so that an importer's memory shrinks as it goes. Every file is written atomically; the manifest, written
+    last, lists their hashes.
     """
-    from safetensors.numpy import save_file
+    from . import stfile
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     files: dict[str, str] = {}
     replaced: dict[str, int] = dict(manifest.nonfinite_replaced)
-    for split, arrs in arrays.items():
-        clean = {}
-        for name, a in arrs.items():
-            a = np.ascontiguousarray(a)
-            if a.dtype.kind == "f":
-                bad = ~np.isfinite(a)
-                if bad.any():
-                    replaced[name] = replaced.get(name, 0) + int(bad.sum())
-                    a = np.where(bad, 0, a).astype(a.dtype)
-            clean[name] = a
+    for split in list(arrays):
         fname = f"{split}.safetensors"
         with atomic_path(out / fname) as tmp:
-            save_file(clean, str(tmp))
+            counts = stfile.write(tmp, arrays[split], zero_nonfinite=True)
+        for name, k in counts.items():
+            replaced[name] = replaced.get(name, 0) + k
         files[fname] = sha256_file(out / fname)
+        if release:
+            del arrays[split]
     with atomic_path(out / "labels.csv") as tmp:
         labels.to_csv(tmp, index=False)
     files["labels.csv"] = sha256_file(out / "labels.csv")
@@ -156,7 +154,9 @@ def write_dataset(out_dir: str | Path, manifest: Manifest, arrays: dict[str, dic
 
 @dataclass
 class Split:
-    """One split in memory: arrays (see module docstring) and its labels table rows, in the same order."""
+    """One split: arrays (see module docstring; ndarrays, or for a lazily loaded dataset LazyArrays of its
+    features, which index and np.asarray like arrays; arrays put in later may be plain) and its labels table rows,
+    in the same order."""
     name: str
     arrays: dict[str, np.ndarray]
     labels: pd.DataFrame
@@ -172,11 +172,32 @@ class CanonicalDataset:
     splits: dict[str, Split]
 
 
+def split_files_bytes(root: str | Path, splits: tuple[str, ...] = SPLITS) -> int:
+    """Total size of the split files of `splits` that exist under `root`."""
+    return sum(p.stat().st_size for p in (Path(root) / f"{s}.safetensors" for s in splits) if p.exists())
+
+
+def should_load_lazily(root: str | Path, runtime, splits: tuple[str, ...] = SPLITS) -> bool:
+    """`runtime` (config.RuntimeConfig: load, lazy_above_gb) decides how `load_dataset` reads `root`: "lazy" or
+    "memory" as said; "auto": lazily when the split files of `splits` together exceed lazy_above_gb GiB."""
+    if runtime.load == "lazy":
+        return True
+    if runtime.load == "memory":
+        return False
+    return split_files_bytes(root, splits) > runtime.lazy_above_gb * 2 ** 30
+
+
 def load_dataset(root: str | Path, verify_hashes: bool = True,
-                 splits: tuple[str, ...] = SPLITS) -> CanonicalDataset:
-    """Load and validate a canonical dataset directory; every error names the file and the field."""
+                 splits: tuple[str, ...] = SPLITS, lazy: bool = False) -> CanonicalDataset:
+    """Load and validate a canonical dataset directory; every error names the file and the field.
+
+    lazy: feature arrays (3 or more dimensions) stay in their files as `stfile.LazyArray`s read a batch at a
+    time (lengths and token ids are read into memory); validation and hashing read the files in chunks. The
+    batches `loader.SplitTensors` makes are the same tensors either way. See `should_load_lazily`."""
     from safetensors import SafetensorError
     from safetensors.numpy import load_file
+
+    from . import stfile
 
     root = Path(root)
     if not root.is_dir():
@@ -210,15 +231,23 @@ def load_dataset(root: str | Path, verify_hashes: bool = True,
             raise DatasetError(f"{root / 'manifest.json'}: field 'splits' has no {split!r} split")
         p = root / f"{split}.safetensors"
         try:
-            arrays = load_file(str(p))
+            arrays = stfile.open_arrays(p) if lazy else load_file(str(p))
         except FileNotFoundError:
             raise DatasetError(f"{p}: missing split file; re-create the dataset.") from None
-        except SafetensorError as e:
-            raise DatasetError(f"{p}: not a readable safetensors file ({e}).") from None
+        except (SafetensorError, stfile.FormatError) as e:
+            raise DatasetError(f"{p}: not a readable safetensors file ({e}); re-create or re-import the "
+                               "dataset.") from None
         rows = labels[labels["split"] == split].reset_index(drop=True)
         out[split] = Split(split, arrays, rows)
         _validate_split(p, labels_path, m, out[split])
     return CanonicalDataset(root, m, out)
+
+
+def _nonfinite(a) -> int:
+    """How many NaN/inf values a float array holds, read a chunk at a time (an ndarray or a LazyArray)."""
+    from .stfile import chunks
+
+    return sum(int(c.size - np.count_nonzero(np.isfinite(c))) for c in chunks(a))
 
 
 def _validate_split(path: Path, labels_path: Path, m: Manifest, s: Split) -> None:
@@ -257,8 +286,9 @@ def _validate_split(path: Path, labels_path: Path, m: Manifest, s: Split) -> Non
         elif a.ndim != 3 or a.shape[1:] != (spec["max_len"], spec["dim"]):
             raise DatasetError(f"{path}: array {name!r} has shape {a.shape}, manifest.json says "
                                f"(N, max_len={spec['max_len']}, dim={spec['dim']})")
-        if a.dtype.kind == "f" and not np.isfinite(a).all():
-            raise DatasetError(f"{path}: array {name!r} holds {int((~np.isfinite(a)).sum())} non-finite values; "
+        bad = _nonfinite(a) if a.dtype.kind == "f" else 0
+        if bad:
+            raise DatasetError(f"{path}: array {name!r} holds {bad} non-finite values; "
                                "importers replace them by 0 (the documented policy): re-import the dataset.")
         lens = s.arrays.get(f"{name}_lengths")
         if lens is None:

@@ -9,6 +9,9 @@ A batch is a dict of tensors (B = batch size; masks are True on real positions):
     optional:    y_T, y_A, y_V (B,) unimodal labels
 Every array with a `<name>_lengths` companion is a sequence: it is cut to the longest true length in the batch
 and gets `<name>_mask`.
+
+A lazily loaded split (format.load_dataset(lazy=True)) reads each batch's rows from its files (sorted by row for
+the reads, returned in the batch's order): the same tensors, same dtype and values, as from memory.
 """
 from __future__ import annotations
 
@@ -18,42 +21,58 @@ import numpy as np
 import torch
 
 from .format import CanonicalDataset, Split
+from .stfile import LazyArray
 
 
 class SplitTensors:
     def __init__(self, split: Split, task: str, label_columns: list[str], seq_names: tuple[str, ...] | None = None):
-        """seq_names: the arrays treated as sequences; None: every array with a `<name>_lengths` companion."""
+        """seq_names: the arrays treated as sequences; None: every array with a `<name>_lengths` companion.
+        Arrays of a lazily loaded split (stfile.LazyArray) stay in their file (`self.lazy`) and are read a batch
+        at a time; the others, the labels included, are tensors in `self.tensors`."""
         self.name = split.name
         self.ids = split.labels["id"].astype(str).tolist()
         self.tensors: dict[str, torch.Tensor] = {}
+        self.lazy: dict[str, LazyArray] = {}
+        self.keys: list[str] = list(split.arrays)  # batch order: the split's arrays, then the labels
         for k, a in split.arrays.items():
-            self.tensors[k] = torch.from_numpy(np.ascontiguousarray(a))
+            if isinstance(a, LazyArray):
+                self.lazy[k] = a
+            else:
+                self.tensors[k] = torch.from_numpy(np.ascontiguousarray(a))
         if seq_names is None:
-            seq_names = tuple(k for k in self.tensors if f"{k}_lengths" in self.tensors)
-        self.seq_names = tuple(n for n in seq_names if n in self.tensors)
+            seq_names = tuple(k for k in self.keys if f"{k}_lengths" in split.arrays)
+        self.seq_names = tuple(n for n in seq_names if n in split.arrays)
         if split.name != "unlabeled":
             dtype = torch.long if task == "classification" else torch.float32
             self.tensors["y"] = torch.tensor(split.labels["M"].to_numpy(), dtype=dtype)
             for c in label_columns[1:]:
                 self.tensors[f"y_{c}"] = torch.tensor(split.labels[c].to_numpy(), dtype=torch.float32)
+            self.keys += ["y"] + [f"y_{c}" for c in label_columns[1:]]
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def _rows(self, k: str, idx: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Array k at rows idx (cut to `length` frames): a fresh tensor, from memory or read from the file."""
+        if k in self.lazy:
+            return torch.from_numpy(self.lazy[k].rows(idx.numpy(), length))
+        t = self.tensors[k]
+        return t[idx] if length is None else t[idx, :length]
+
     def batch(self, idx: torch.Tensor) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {"index": idx}
-        for k, t in self.tensors.items():
+        for k in self.keys:
             if k.endswith("_lengths"):
                 continue
             if k == "image":
-                out[k] = t[idx].float() / 255.0
+                out[k] = self._rows(k, idx).float() / 255.0
             elif k in self.seq_names:
                 lens = self.tensors[f"{k}_lengths"][idx]
                 L = int(lens.max())
-                out[k] = t[idx, :L]
+                out[k] = self._rows(k, idx, L)
                 out[f"{k}_mask"] = torch.arange(L)[None, :] < lens[:, None]
             else:
-                out[k] = t[idx]
+                out[k] = self._rows(k, idx)
         return out
 
     def batches(self, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,

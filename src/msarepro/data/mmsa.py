@@ -16,6 +16,8 @@ Conversion (every key kept somewhere):
     audio, vision          -> arrays with their true lengths from audio_lengths / vision_lengths (clipped to
                               [1, L]); where a file has no lengths, the last non-zero frame + 1
     -inf / +inf / NaN      -> 0, counted per modality in the manifest (`nonfinite_replaced`), as MMSA does
+                              (while the split file is written, a chunk at a time: the pickle's arrays are not
+                              copied whole, so an import peaks at about the pickle's size)
     regression_labels[_T/_A/_V] -> labels.csv M[, T, A, V];  raw_text -> text (manifest raw_text: true when
                               every part has it, so any tokenizer's ids can be derived);  id -> id
     token ids' record       -> modalities["text_ids"]: tokenizer bert-base-uncased (mosi family) or
@@ -123,8 +125,10 @@ def _lengths(arr: np.ndarray, given, key: str, split: str, path: Path) -> np.nda
         lens = np.asarray(given, dtype=np.int64).reshape(-1)
         if lens.shape != (n,):
             raise DatasetError(f"{path}: {split}.{key} has {lens.shape[0]} entries for {n} samples")
-    else:  # no lengths stored: the last frame holding a non-zero value
-        nz = np.abs(np.nan_to_num(arr, nan=0.0, posinf=0.0, neginf=0.0)).sum(-1) > 0
+    else:  # no lengths stored: the last frame holding a non-zero value (a chunk of clips at a time)
+        step = max(1, (64 << 20) // max(arr[0].nbytes, 1))
+        nz = np.concatenate([np.abs(np.nan_to_num(arr[s:s + step], nan=0.0, posinf=0.0, neginf=0.0)).sum(-1) > 0
+                             for s in range(0, n, step)]) if n else np.zeros((0, L), bool)
         lens = np.where(nz.any(1), L - np.argmax(nz[:, ::-1], axis=1), 1)
     return np.clip(lens, 1, L).astype(np.int64)
 
@@ -266,6 +270,7 @@ def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None
         top = max(int(arrays[s]["text_ids"].max()) for s in arrays if "text_ids" in arrays[s])
         modalities["text_ids"] = {"vocab_size": max(vocab, top + 1), "max_len": int(tr["text_ids"].shape[1]),
                                   "tokenizer": tok, "vocab_sha256": None}
+    del tr  # write_dataset drops each split once written (release=True): nothing else holds them
     lo = 3.0 if family == "mosi" else 1.0
     manifest = Manifest(
         name=name, family="trimodal", task="regression", metric_family=family, label_range=(-lo, lo),
@@ -276,4 +281,4 @@ def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None
                     "segment_ids_nonzero": sum(i.get("segment_ids_nonzero", 0) for i in infos.values()),
                     "nonfinite_policy": "replaced by 0 (as MMSA does for MOSI audio)"},
     )
-    return write_dataset(out, manifest, arrays, pd.concat(frames, ignore_index=True))
+    return write_dataset(out, manifest, arrays, pd.concat(frames, ignore_index=True), release=True)
