@@ -63,7 +63,8 @@ def header_bytes(arrays: dict) -> bytes:
     for k in names:
         a = arrays[k]
         size = int(np.prod(a.shape, dtype=np.int64)) * a.dtype.itemsize
-        head[k] = {"dtype": code_of(a.dtype), "shape": [int(x) for x in a.shape], "data_offsets": [at, at + size]}
+        shape = [int(x) for x in a.shape] or [1]  # a 0-d array is stored as shape [1], as save_file does
+        head[k] = {"dtype": code_of(a.dtype), "shape": shape, "data_offsets": [at, at + size]}
         at += size
     blob = json.dumps(head, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     blob += b" " * (-len(blob) % 8)
