@@ -16,6 +16,8 @@ cache):
   3. `msarepro train` for each model and loading mode (runtime.load=lazy / memory), max_epochs=1: one epoch of
      training, validation and test prediction, run outputs written.
 Writes benchmarks/results/mosei_memory.{md,json} and removes the generated data unless --keep.
+The lazy rows need train.py to pass `lazy=data.format.should_load_lazily(data_dir, params.runtime)` to
+load_dataset (issue 16); without it both modes load in memory and the lazy row shows the dataset's size.
 """
 from __future__ import annotations
 
