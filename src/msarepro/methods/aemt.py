@@ -34,6 +34,7 @@ from ..config import ConfigError
 from ..io import sha256_file
 from . import register
 from .base import Method
+from .blocks import dropout
 from .modality_encoder import MODS, TEXT_INPUTS, EncoderSpec, ModalityEncoder, encoder_inputs
 from .mult import MulT, MulTFusion
 from .text_encoder import TextEncoder
@@ -157,26 +158,34 @@ class AEMT(Method):
         return {"pretrained_encoders": {"path": str(f), "sha256": sha256_file(f), "pool": ck.get("pool"),
                                         "pool_size": ck.get("pool_size")}}
 
-    def encode_inputs(self, batch: dict[str, torch.Tensor], input_dropout: float = 0.0):
+    def encode_inputs(self, batch: dict[str, torch.Tensor], input_dropout: float = 0.0, pair: bool = False):
         """Per modality: (B, Lm, Dm) -> first word / pooled -> [dropout mask, eq. 16] -> H_m (B, L, d), mask (B, L).
-        The text also gets MulT's text dropout (`text_dropout`, training only) before its encoder."""
+        The text also gets MulT's text dropout (`text_dropout`, training only) before its encoder. `pair`: the
+        inputs twice along the batch, (2B, ...): the first B as they are, the second B the strong positives
+        (`input_dropout` applied to them only), so that one pass of the encoders and the fusion serves both."""
         text, text_mask = self.text(batch)
         inputs = encoder_inputs({"text": (text, text_mask), "audio": (batch["audio"], batch["audio_mask"]),
                                  "vision": (batch["vision"], batch["vision_mask"])}, self.encoder_spec(self.cfg))
         out = {}
         for m, (x, mask) in inputs.items():
+            if pair:
+                x, mask = torch.cat([x, x]), torch.cat([mask, mask])  # (2B, L, D)
             if m == "text":
-                x = F.dropout(x, self.cfg.text_dropout, self.training)
+                x = dropout(x, self.cfg.text_dropout, self.training)
             if input_dropout > 0:
-                x = x * (torch.rand_like(x) >= input_dropout).to(x.dtype)  # X^sp = dropout(X): entries set to 0
+                n = x.size(0) // 2 if pair else 0  # the strong positives' rows
+                keep = (torch.rand_like(x[n:]) >= input_dropout).to(x.dtype)  # X^sp = dropout(X): entries set to 0
+                x = torch.cat([x[:n], x[n:] * keep]) if pair else x * keep
             out[m] = (self.encoders[m](x, mask), mask)  # eqs. 1-2
         return out
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        h = self.fusion.fuse(self.encode_inputs(batch))  # the fused representation Z (B, 6d), eqs. 11-13
+        pair = self.training and self.cfg.contrastive_weight > 0  # Z and Z^sp (eq. 16) in one batch of 2B
+        h = self.fusion.fuse(self.encode_inputs(batch, self.cfg.sp_dropout if pair else 0.0, pair))
+        h, h_sp = h.chunk(2) if pair else (h, None)  # the fused representation Z (B, 6d), eqs. 11-13
         out = {"pred": self.head(self.fusion.output(h)), "fused": h}  # eq. 14
-        if self.training and self.cfg.contrastive_weight > 0:
-            out["fused_sp"] = self.fusion.fuse(self.encode_inputs(batch, self.cfg.sp_dropout))  # Z^sp, eq. 16
+        if pair:
+            out["fused_sp"] = h_sp  # Z^sp, eq. 16
         return out
 
     def contrast_masks(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,7 +56,7 @@ from torch import nn
 from ..config import ConfigError, MethodConfig
 from . import register
 from .base import Method
-from .blocks import masked_mean
+from .blocks import Dropout, masked_mean
 from .text_encoder import TextEncoder
 
 AV = ("audio", "vision")
@@ -94,7 +94,7 @@ class MultiHeadAttention(nn.Module):
         self.to_q = nn.Linear(dim, inner, bias=False)
         self.to_k = nn.Linear(dim, inner, bias=False)
         self.to_v = nn.Linear(dim, inner, bias=False)
-        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout))
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), Dropout(dropout))
 
     def forward(self, q: torch.Tensor, kv: torch.Tensor, kv_mask: torch.Tensor) -> torch.Tensor:
         """q (B, Lq, d), kv (B, Lk, d), kv_mask (B, Lk) -> (B, Lq, d)."""
@@ -114,8 +114,8 @@ class TransformerLayer(nn.Module):
         self.norm_kv = nn.LayerNorm(dim) if cross else None
         self.attn = MultiHeadAttention(dim, heads, head_dim, dropout)
         self.norm_ff = nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mlp_dim, dim),
-                                nn.Dropout(dropout))
+        self.ff = nn.Sequential(nn.Linear(dim, mlp_dim), nn.GELU(), Dropout(dropout), nn.Linear(mlp_dim, dim),
+                                Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor, kv: torch.Tensor | None = None,
                 kv_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -148,7 +148,7 @@ class ModalityEmbedding(nn.Module):
         self.proj = nn.Linear(in_dim, d)
         self.tokens = _learned(t, d) if use_tokens else None  # H_m^0 (T, d)
         self.pos = _learned(max_len + (t if use_tokens else 0), d)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.layers = nn.ModuleList(TransformerLayer(d, cfg.heads, cfg.head_dim, cfg.mlp_dim, cfg.dropout)
                                     for _ in range(cfg.embed_depth if use_tokens else 0))
 
@@ -184,7 +184,7 @@ class AHLLayer(nn.Module):
         self.to_v = nn.ModuleDict({m: nn.Linear(dim, inner, bias=False) for m in sources})  # W_{V_a}, W_{V_v}
         self.to_out = nn.Identity() if heads == 1 and head_dim == dim else nn.Linear(inner, dim)
         self.norm_hyper = nn.LayerNorm(dim) if residual == "normed" else None
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, h_l: torch.Tensor, sources: dict[str, tuple[torch.Tensor, torch.Tensor]],
                 h_hyper: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -212,8 +212,8 @@ class UnguidedLayer(nn.Module):
         super().__init__()
         width = (1 + n_sources) * dim
         self.norm = nn.LayerNorm(width)
-        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(), nn.Dropout(dropout),
-                                 nn.Linear(mlp_dim, dim), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(nn.Linear(width, mlp_dim), nn.GELU(), Dropout(dropout),
+                                 nn.Linear(mlp_dim, dim), Dropout(dropout))
 
     def forward(self, h_l: torch.Tensor, sources: dict[str, tuple[torch.Tensor, torch.Tensor]],
                 h_hyper: torch.Tensor) -> torch.Tensor:
@@ -233,7 +233,7 @@ class CrossModalityFusion(nn.Module):
         self.h0 = nn.Parameter(torch.zeros(1, dim))  # H_0
         self.pos_q = _learned(n_query + 1, dim)
         self.pos_kv = _learned(n_kv + 1, dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.layers = nn.ModuleList(TransformerLayer(dim, heads, head_dim, mlp_dim, dropout, cross=True)
                                     for _ in range(depth))
 

@@ -45,7 +45,7 @@ from torch import nn
 from ..config import ConfigError, MethodConfig
 from . import register
 from .base import Method
-from .blocks import last_valid, masked_mean, sinusoidal_positions
+from .blocks import Dropout, dropout, last_valid, masked_mean, sinusoidal_positions, transformer_encoder
 from .text_encoder import TextEncoder
 
 FUSIONS = ("glfk", "gk", "lfk", "add", "concat", "transformer")
@@ -156,8 +156,7 @@ class CommonFusion(nn.Module):
         if kind in ("glfk", "gk", "lfk"):
             self.glfk = GLFK(beta, kind, knowledge_direct)
         elif kind == "transformer":
-            layer = nn.TransformerEncoderLayer(d_c, heads, 4 * d_c, dropout, batch_first=True)
-            self.transformer = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+            self.transformer = transformer_encoder(d_c, heads, layers, 4 * d_c, dropout, norm_first=False)
 
     def forward(self, fc: torch.Tensor) -> torch.Tensor:
         if self.kind == "add":
@@ -178,8 +177,7 @@ class SeqEncoder(nn.Module):
         super().__init__()
         if dim % heads:
             raise ConfigError(f"clgsi: a {dim}-d modality needs a head count that divides {dim} (got {heads})")
-        layer = nn.TransformerEncoderLayer(dim, heads, ff, dropout, batch_first=True)
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.encoder = transformer_encoder(dim, heads, layers, ff, dropout, norm_first=False)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         x = x + sinusoidal_positions(x.size(1), x.size(2), x.device)
@@ -285,7 +283,7 @@ class CLGSI(Method):
             head_in += 3 * cfg.specific_dim
         h = cfg.head_hidden
         norm = nn.BatchNorm1d(h) if cfg.head_norm else nn.Identity()
-        self.mlp = nn.Sequential(nn.Dropout(cfg.head_dropout), nn.Linear(head_in, h), norm, nn.ReLU(),
+        self.mlp = nn.Sequential(Dropout(cfg.head_dropout), nn.Linear(head_in, h), norm, nn.ReLU(),
                                  nn.Linear(h, h), nn.ReLU(), nn.Linear(h, 1))
 
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
@@ -307,7 +305,7 @@ class CLGSI(Method):
         if cfg.use_specific:
             parts += [self.subnet[m](enc[m][0], enc[m][1]) for m in ("text", "vision", "audio")]  # I_t, I_v, I_a
         if cfg.use_common:
-            common = [F.relu(self.to_common[m](F.dropout(enc[m][2], cfg.feature_dropout, self.training)))
+            common = [F.relu(self.to_common[m](dropout(enc[m][2], cfg.feature_dropout, self.training)))
                       for m in COMMON_ORDER]  # V_c, T_c, A_c (B, d_c)
             out["common"] = torch.stack(common, -1)  # F_c (B, d_c, 3)
             parts.append(self.fusion(out["common"]))  # F_k

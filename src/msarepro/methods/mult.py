@@ -27,7 +27,7 @@ from torch import nn
 from ..config import ConfigError, MethodConfig
 from . import register
 from .base import Method
-from .blocks import CrossModalTransformer, last_valid, sinusoidal_positions, transformer_encoder
+from .blocks import CrossModalTransformer, dropout, last_valid, sinusoidal_positions, transformer_encoder
 
 MODS = ("text", "audio", "vision")
 
@@ -57,7 +57,7 @@ class MulTFusion(nn.Module):
         self.out = nn.Linear(6 * d, out_dim)
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
-        return F.dropout(x, self.cfg.embed_dropout, self.training)  # MulT's embedding dropout
+        return dropout(x, self.cfg.embed_dropout, self.training)  # MulT's embedding dropout
 
     @staticmethod
     def _embed(x: torch.Tensor) -> torch.Tensor:
@@ -78,7 +78,7 @@ class MulTFusion(nn.Module):
 
     def output(self, h: torch.Tensor) -> torch.Tensor:
         """(B, 6d) fused -> residual MLP -> (B, out_dim)."""
-        r = self.proj2(F.dropout(F.relu(self.proj1(h)), self.cfg.out_dropout, self.training)) + h
+        r = self.proj2(dropout(F.relu(self.proj1(h)), self.cfg.out_dropout, self.training)) + h
         return self.out(r)
 
 
@@ -143,7 +143,7 @@ class MulT(Method):
         for m in MODS:
             x = batch[m]
             if m == "text":
-                x = F.dropout(x, self.cfg.text_dropout, self.training)
+                x = dropout(x, self.cfg.text_dropout, self.training)
             x = self.proj[m](x.transpose(1, 2)).transpose(1, 2)  # (B, Lm, d)
             out[m] = (x, batch[f"{m}_mask"])
         return out

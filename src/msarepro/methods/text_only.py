@@ -13,7 +13,7 @@ from torch import nn
 from ..config import MethodConfig
 from . import register
 from .base import Method
-from .blocks import masked_mean, transformer_encoder
+from .blocks import Dropout, masked_mean, transformer_encoder
 from .text_encoder import TextEncoder
 
 
@@ -44,7 +44,7 @@ class TextOnly(Method):
         self.text = TextEncoder(self.text_source(cfg, manifest), manifest)
         self.proj = nn.Linear(self.text.out_dim, cfg.hidden)
         self.encoder = transformer_encoder(cfg.hidden, cfg.heads, cfg.layers, dropout=cfg.dropout)
-        self.out = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout),
+        self.out = nn.Sequential(nn.Linear(cfg.hidden, cfg.hidden), nn.ReLU(), Dropout(cfg.dropout),
                                  nn.Linear(cfg.hidden, self.out_dim))
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
