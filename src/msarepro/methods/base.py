@@ -196,6 +196,7 @@ class Method(nn.Module):
         training epoch and each prediction pass; None: unknown (then `cached` computes every time)."""
         self._split = split
 
+    @torch.compiler.disable  # bookkeeping in Python: run eagerly under runtime.compile (a graph break)
     def cached(self, name: str, batch: dict[str, torch.Tensor], compute, chunk: int = 256):
         """compute(batch) -> a tensor (B, ...) or a tuple of them: a sub-computation whose row b depends only on
         sample b and that does not change while the cache lives (frozen weights, eval mode: no dropout, no RNG
