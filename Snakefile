@@ -4,7 +4,7 @@
 #
 #   snakemake -n                                  list the grid's pending jobs
 #   snakemake --profile profiles/local-cpu        CPU slots (default of `msarepro sweep`)
-#   snakemake --profile profiles/local-gpu        one GPU per job (CUDA_VISIBLE_DEVICES), gpus set in the profile
+#   snakemake --profile profiles/local-gpu        GPU slots (CUDA_VISIBLE_DEVICES): gpus and jobs_per_gpu set in the profile
 #   snakemake --profile profiles/slurm            SLURM through snakemake-executor-plugin-slurm
 #
 # params.yaml is the config file (another with --configfile FILE: the jobs then read FILE). It is validated by

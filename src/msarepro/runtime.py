@@ -1,6 +1,15 @@
-"""What every long-running step shares at run time: seeding, device choice, RNG state capture/restore, and the
-one progress bar. Imports only the standard library at module level (torch, numpy and tqdm when called), so
-that data/ can use the progress bar without loading torch.
+"""What every long-running step shares at run time: seeding, device choice, RNG state capture/restore, the
+`runtime:` settings applied to a device (precision, TF32, torch.compile) and the one progress bar. Imports only
+the standard library at module level (torch, numpy and tqdm when called), so that data/ can use the progress bar
+without loading torch.
+
+`runtime:` (config.RuntimeConfig) on a device (docs/architecture.md, "Running on GPUs"):
+    precision  fp32: nothing changes. bf16: forward and losses under torch.autocast(bfloat16) on the run's
+               device (CPU too, when asked: slower there, but testable); a CUDA device without native bfloat16
+               (compute capability < 8.0) is refused with a ConfigError rather than emulated slowly
+    tf32       CUDA only: float32 matmuls and convolutions in TF32 ("tf32") or full IEEE float32 ("ieee")
+    compile    torch.compile the model's forward (the module itself is kept, so state_dict keys stay as they are)
+    pin_memory CUDA only: page-locked host batches, copied with non_blocking=True (data.loader.to_device)
 """
 from __future__ import annotations
 
@@ -28,6 +37,51 @@ def pick_device(name: str | None = None):
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def configure(runtime, device) -> None:
+    """Check `runtime` (config.RuntimeConfig) against `device` and set the process-wide flags it asks for: TF32 on
+    CUDA (both ways, explicitly, so that a process holds the setting of the run it trains). Raises ConfigError when
+    bf16 is asked of a CUDA device without native bfloat16."""
+    import torch
+
+    from .config import ConfigError
+
+    if device.type != "cuda":
+        return
+    if runtime.precision == "bf16" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        name = torch.cuda.get_device_name(device)
+        raise ConfigError(f"runtime.precision: bf16, but {name} has no native bfloat16 (compute capability 8.0 "
+                          "or later); set runtime.precision: fp32 in params.yaml (or -S runtime.precision=fp32)")
+    mode = "tf32" if runtime.tf32 else "ieee"
+    torch.backends.cuda.matmul.fp32_precision = mode
+    torch.backends.cudnn.conv.fp32_precision = mode
+    torch.backends.cudnn.rnn.fp32_precision = mode
+
+
+def autocast(runtime, device):
+    """The context for forward passes and losses: bfloat16 autocast on `device` under precision bf16, else none."""
+    import contextlib
+
+    import torch
+
+    if runtime.precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compiled(model, runtime):
+    """`model` with its forward compiled (torch.compile) under runtime.compile, else `model` unchanged. The module
+    is compiled in place (nn.Module.compile), so it is the same object: its state_dict keys, checkpoints and
+    hooks are those of the eager model."""
+    if runtime.compile:
+        model.compile()
+    return model
+
+
+def pin(runtime, device) -> bool:
+    """Whether batches are pinned before their copy to `device` (pin_memory on a CUDA device)."""
+    return bool(runtime.pin_memory) and device.type == "cuda"
 
 
 def rng_state() -> dict:

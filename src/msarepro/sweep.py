@@ -8,7 +8,8 @@ Division of labour (docs/architecture.md): DVC decides whether the `sweep` stage
 decides which *runs* are stale, and Snakemake (Snakefile) schedules the missing ones over CPU slots or GPUs.
 
 A run is up to date when its `fingerprint.json` equals the fingerprint computed now from:
-    the method's resolved Config for the dataset's preset, params.yaml's `data:` section, the seed,
+    the method's resolved Config for the dataset's preset, params.yaml's `data:` section, the seed, the runtime
+    settings that can change numbers (`runtime.numerics()`: precision, tf32, compile; not pin_memory or load),
     the dataset files' SHA-256 (from its manifest), the pretrained encoders' hash (AE-MT only: the encoders.pt its
     resolved `pretrained` path names, one per pretraining setting),
     and a hash of the code the run executes: the package's static import closure (codedeps.py) of the training
@@ -214,7 +215,7 @@ def fingerprint(params: Params, job: Job) -> dict:
     method = method_of(params, job.method)
     fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
           "config": to_jsonable(method_config(params, job.method, preset)), "data": to_jsonable(params.data),
-          "dataset_files": man.get("files", {}), "code": code_hash(method)}
+          "runtime": params.runtime.numerics(), "dataset_files": man.get("files", {}), "code": code_hash(method)}
     if job.method != method:
         fp["variant_of"] = method
     enc = pretrained_encoders(params, job.method, job.dataset)

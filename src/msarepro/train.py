@@ -10,6 +10,15 @@ gets a fresh optimizer and its own schedule (warm-up and decay over that stage's
 the current stage's optimizer and scheduler. Per-epoch counters a method reports (`Method.count`) become
 history.csv columns `train_<name>`.
 
+How it runs (`runtime:` in params.yaml, msarepro.runtime): precision bf16 puts forward and losses under bfloat16
+autocast (outputs are cast to float32 before softmax, metrics and saving), tf32 sets CUDA's float32 matmul mode,
+compile compiles the model's forward in place (state_dict keys unchanged), pin_memory pins batches before their
+non-blocking copy to a GPU. config.json records the runtime settings; those that can change numbers
+(`RuntimeConfig.numerics()`) are part of the config a resume must match. No step synchronises with the device:
+the loss terms are summed on the device in float64 (the order and values of the Python float sum they replace,
+so history.csv is unchanged) and read once per epoch. A method's frozen sub-computations are computed once per
+clip and split (`Method.cached`): the loop says which split each pass reads (`Method.use_split`).
+
 Before anything is built, the method checks the dataset (`Method.check`: every precondition, one ConfigError) and
 the token ids it asks for (`Method.token_requests`) are put into the dataset (`data.tokens.provide_tokens`, cached
 under <data.root>/.tokens); config.json records them under "tokens" (tokenizer, vocabulary hash, length, source).
@@ -40,12 +49,13 @@ import pandas as pd
 import torch
 
 from . import __version__, metrics
-from .config import ConfigError, MethodConfig, Params, to_jsonable
+from .config import ConfigError, MethodConfig, Params, RuntimeConfig, to_jsonable
 from .data import ensure_dataset, load_dataset
 from .data.loader import SplitTensors, to_device, to_tensors
 from .io import atomic_path, write_json, write_text
 from .methods import build_method, get_method, method_config, method_of
-from .runtime import pick_device, progress, rng_state, seed_everything, set_rng_state
+from .runtime import (autocast, compiled, configure, pick_device, pin, progress, rng_state, seed_everything,
+                      set_rng_state)
 
 
 def make_optimizer(model, cfg: MethodConfig) -> torch.optim.Optimizer:
@@ -76,16 +86,24 @@ def make_scheduler(opt, cfg: MethodConfig, steps_per_epoch: int, epochs: int | N
 
 
 @torch.no_grad()
-def predict(model, split: SplitTensors, device, batch_size: int = 256) -> tuple[np.ndarray, float]:
-    """-> (outputs, mean task loss). Regression: (N,) values; classification: (N, C) probabilities."""
+def predict(model, split: SplitTensors, device, batch_size: int = 256,
+            runtime: RuntimeConfig | None = None) -> tuple[np.ndarray, float]:
+    """-> (outputs, mean task loss). Regression: (N,) values; classification: (N, C) probabilities. The forward
+    pass runs under `runtime`'s precision; outputs and the loss are float32 (the loss summed in float64 on the
+    device, read once at the end)."""
+    runtime = runtime or RuntimeConfig()
     model.eval()
-    outs, loss_sum = [], 0.0
+    model.use_split(split)
+    pinned = pin(runtime, device)
+    outs, loss_sum = [], torch.zeros((), dtype=torch.float64, device=device)
     for batch in split.batches(batch_size, shuffle=False):
-        batch = to_device(batch, device)
-        pred = model(batch)["pred"]
-        loss_sum += float(model.task_loss(pred, batch["y"])) * len(batch["y"])
+        batch = to_device(batch, device, pinned)
+        with autocast(runtime, device):
+            pred = model(batch)["pred"]
+        pred = pred.float()
+        loss_sum = loss_sum + model.task_loss(pred, batch["y"]).double() * len(batch["y"])
         outs.append(pred.softmax(-1) if model.task == "classification" else pred)
-    return torch.cat(outs).float().cpu().numpy(), loss_sum / len(split)
+    return torch.cat(outs).cpu().numpy(), float(loss_sum) / len(split)
 
 
 def score(manifest, outputs: np.ndarray, y: np.ndarray) -> dict[str, float]:
@@ -114,11 +132,14 @@ def run(params: Params, spec: RunSpec) -> dict:
     tokens = provide_inputs(method, cfg, ds, params.data.root)  # the dataset checked, before anything loads
     manifest = ds.manifest
     device = pick_device(spec.device)
+    rt = params.runtime
+    configure(rt, device)  # bf16 support checked, TF32 set (CUDA)
     seed_everything(spec.seed)
     splits = to_tensors(ds)
     model = build_method(method, cfg, manifest).to(device)
     inputs = model.on_train_start()  # external inputs, e.g. AE-MT's pretrained encoders
     frozen = frozen_record(model)  # once per run: the fingerprint of what checkpoints leave out
+    compiled(model, rt)  # in place: the same module, the same state_dict keys
     steps = math.ceil(len(splits["train"]) / cfg.batch_size)
     starts = _stage_starts(model, cfg)
 
@@ -132,7 +153,7 @@ def run(params: Params, spec: RunSpec) -> dict:
 
     resolved = {"model": spec.model, "dataset": spec.dataset, "dataset_name": manifest.name, "seed": spec.seed,
                 "preset": manifest.preset or manifest.name, "method": to_jsonable(cfg),
-                "data": to_jsonable(params.data), "dataset_files": manifest.files,
+                "data": to_jsonable(params.data), "runtime": to_jsonable(rt), "dataset_files": manifest.files,
                 "versions": {"msarepro": __version__, "torch": torch.__version__}}
     if spec.model != method:
         v = params.variants[spec.model]
@@ -147,7 +168,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     stage = 0
     if spec.resume and ckpt_path.exists():
         ck = torch.load(ckpt_path, map_location=device, weights_only=False)
-        if ck["config"] != resolved:
+        if _identity(ck["config"]) != _identity(resolved):
             raise ConfigError(f"{ckpt_path}: was written with a different config; resume needs the same model, "
                               "dataset, seed and settings (or start afresh without --resume)")
         load_weights(model, ck, ckpt_path, frozen)
@@ -175,19 +196,23 @@ def run(params: Params, spec: RunSpec) -> dict:
         if _stage_of(starts, epoch) != stage:  # a new stage: fresh optimizer state and schedule
             stage = _stage_of(starts, epoch)
             opt, sched = build_stage(stage)
+        model.use_split(splits["train"])
         model.on_epoch_start(epoch, splits["train"])
         model.pop_epoch_counters()  # count only what this epoch's training batches report
         model.train()
         gen = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
-        terms_sum: dict[str, float] = {}
+        terms_sum: dict[str, torch.Tensor] = {}  # float64 on the device: no host synchronisation per step
+        zero = torch.zeros((), dtype=torch.float64, device=device)
+        pinned = pin(rt, device)
         nb = 0
         for b, batch in enumerate(splits["train"].batches(cfg.batch_size, shuffle=True, generator=gen,
                                                           drop_last=_drop_last(model, cfg, splits))):
             _fault_point(epoch, b)
-            batch = to_device(batch, device)
-            out_b = model(batch)
-            terms = model.losses(out_b, batch, epoch)
-            loss = sum(terms.values())
+            batch = to_device(batch, device, pinned)
+            with autocast(rt, device):
+                out_b = model(batch)
+                terms = model.losses(out_b, batch, epoch)
+                loss = sum(terms.values())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip > 0:
@@ -195,17 +220,18 @@ def run(params: Params, spec: RunSpec) -> dict:
             opt.step()
             if sched is not None and cfg.scheduler != "plateau":
                 sched.step()
-            for k, v in terms.items():
-                terms_sum[k] = terms_sum.get(k, 0.0) + float(v.detach())
+            for k, v in terms.items():  # exactly the float64 sum of the terms' float32 values, as Python's was
+                terms_sum[k] = terms_sum.get(k, zero) + v.detach().double()
             nb += 1
             n_seen += len(batch["y"])
+        terms_sum = _to_host(terms_sum)  # the epoch's one read of the loss terms
         row = {"epoch": epoch, "train_loss": sum(terms_sum.values()) / max(nb, 1),
                **{f"train_{k}": v / max(nb, 1) for k, v in terms_sum.items()},
                **{f"train_{k}": v for k, v in model.pop_epoch_counters().items()},  # epoch totals
                "lr": opt.param_groups[0]["lr"]}
         outputs = {}
         for s in ("valid", "test"):
-            outputs[s], row[f"{s}_loss"] = predict(model, splits[s], device)
+            outputs[s], row[f"{s}_loss"] = predict(model, splits[s], device, runtime=rt)
             for k, v in score(manifest, outputs[s], y[s]).items():
                 row[f"{s}_{k}"] = v
         if sched is not None and cfg.scheduler == "plateau":
@@ -328,7 +354,24 @@ def load_weights(model, saved: dict | str | Path, path: str | Path | None = None
         raise ConfigError(f"{where}: holds the weights of another model ({', '.join(w for w in what if w)}); load it "
                           "into the model and settings it was trained with")
     model.load_state_dict(saved["model"], strict=False)  # every entry checked above; the frozen ones stay as built
+    model.clear_cached()  # per-clip outputs computed with other weights
     return model
+
+
+def _to_host(sums: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Device scalars -> Python floats, in one transfer."""
+    if not sums:
+        return {}
+    return dict(zip(sums, torch.stack(list(sums.values())).tolist()))
+
+
+def _identity(config: dict) -> dict:
+    """What a resume must match in config.json: everything but the runtime settings that cannot change numbers
+    (pin_memory, load), which a resumed run may change."""
+    rt = config.get("runtime")
+    if rt is None:
+        return config
+    return {**config, "runtime": RuntimeConfig(**rt).numerics()}
 
 
 def _stage_starts(model, cfg) -> tuple[int, ...]:

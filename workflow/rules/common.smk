@@ -13,9 +13,14 @@ PARAMS = load_params(PARAMS_FILE)  # raises a ConfigError naming the bad key bef
 JOBS = msa_sweep.validate(PARAMS)
 DATA_ROOT = PARAMS.data.root
 PRETRAIN_SEED = PARAMS.pipeline.pretrain_seed
-# Machine settings come from the profile (`config: [gpus=N]`), never from tracked params.
+# Machine settings come from the profile (`config: [gpus=N, jobs_per_gpu=J]`), never from tracked params: each
+# job takes one of N x J slots (msarepro.gpuslot), J jobs sharing each GPU.
 N_GPUS = int(config.get("gpus", 0))
-GPU_WRAP = f"{shlex.quote(sys.executable)} -m msarepro.gpuslot --gpus {N_GPUS} --" if N_GPUS > 0 else ""
+JOBS_PER_GPU = int(config.get("jobs_per_gpu", 1))
+if JOBS_PER_GPU < 1:
+    raise ValueError(f"jobs_per_gpu={JOBS_PER_GPU} (Snakemake config, from the profile): expected 1 or more")
+GPU_WRAP = (f"{shlex.quote(sys.executable)} -m msarepro.gpuslot --gpus {N_GPUS} --jobs-per-gpu {JOBS_PER_GPU} --"
+            if N_GPUS > 0 else "")
 # (dataset, pretraining key) -> a run name whose runs load those encoders (methods.pretrain_settings): the
 # `pretrain` rule pretrains for it, once per key, however many variants and seeds share the key
 PRETRAIN_NAMES = {(d, key): names[0] for d in msa_sweep.pretrain_needs(PARAMS)

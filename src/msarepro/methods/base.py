@@ -26,6 +26,8 @@ Before anything is built, three class-level hooks say what the method needs from
 and one on the built model:
     frozen_modules()       sub-modules whose weights come from outside and never change (a frozen BERT, CLIP):
                            left out of checkpoint.pt / best.pt, which keep only their SHA-256 fingerprint
+    cached(name, batch, compute)  a frozen sub-computation (fixed weights, eval mode, each row depending only
+                           on its own sample) computed once per clip and split, then read back (see `cached`)
 """
 from __future__ import annotations
 
@@ -51,6 +53,8 @@ class Method(nn.Module):
     def __init__(self, cfg: MethodConfig, manifest):
         super().__init__()
         self._epoch_counters: dict[str, float] = {}
+        self._split = None  # the split the next batches come from (`use_split`): the key of `cached`
+        self._cache: dict[tuple[str, str], tuple[torch.Tensor, ...] | torch.Tensor] = {}
         self.cfg = cfg
         self.manifest = manifest
         self.task = manifest.task
@@ -183,6 +187,43 @@ class Method(nn.Module):
         """The counters since the last call, and reset them (the training loop calls this once per epoch)."""
         counters, self._epoch_counters = self._epoch_counters, {}
         return counters
+
+    # -- frozen sub-computations, once per clip ----------------------------------------------------------------
+    frozen_cache: bool = True  # False: `cached` always computes (the tests compare both)
+
+    def use_split(self, split) -> None:
+        """The training loop says which split (a data.loader.SplitTensors) the next batches come from, before each
+        training epoch and each prediction pass; None: unknown (then `cached` computes every time)."""
+        self._split = split
+
+    @torch.compiler.disable  # bookkeeping in Python: run eagerly under runtime.compile (a graph break)
+    def cached(self, name: str, batch: dict[str, torch.Tensor], compute, chunk: int = 256):
+        """compute(batch) -> a tensor (B, ...) or a tuple of them: a sub-computation whose row b depends only on
+        sample b and that does not change while the cache lives (frozen weights, eval mode: no dropout, no RNG
+        draws). With the cache on and the split known (`use_split`), the first call runs `compute` over the
+        whole split in order, `chunk` clips at a time, and keeps the rows (on the batch's device); every call
+        returns the rows of batch["index"], with no host synchronisation. The method clears the cache
+        (`clear_cached`) whenever those weights may change (a new training stage; loading weights does it).
+        The values equal those computed per batch wherever the sub-computation is batch-invariant (a row's result
+        independent of its batch-mates and of the batch's padding): so on CPU here (tests/test_runtime.py); on a
+        GPU another batch shape may select another kernel, a difference at float rounding level."""
+        split = self._split
+        if not self.frozen_cache or split is None or "index" not in batch:
+            return compute(batch)
+        key = (name, split.name)
+        if key not in self._cache:
+            dev = batch["index"].device
+            parts = [compute({k: v.to(dev) for k, v in b.items()}) for b in split.batches(chunk, shuffle=False)]
+            if isinstance(parts[0], torch.Tensor):
+                self._cache[key] = torch.cat(parts)
+            else:
+                self._cache[key] = tuple(torch.cat(p) for p in zip(*parts))
+        stored, idx = self._cache[key], batch["index"]
+        return stored[idx] if isinstance(stored, torch.Tensor) else tuple(t[idx] for t in stored)
+
+    def clear_cached(self) -> None:
+        """Forget every row `cached` kept (their weights are about to change)."""
+        self._cache = {}
 
     def on_train_start(self) -> dict[str, Any]:
         """Called once by the training loop after the model is built, before the optimizer: load external inputs

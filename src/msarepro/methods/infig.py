@@ -43,6 +43,7 @@ by the `figures` stage (msarepro.report.figures_papers.infig_word_attention).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
 
@@ -577,7 +578,8 @@ class INFIG(Method):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         use_amp = self.cfg.amp and batch["image"].is_cuda
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=use_amp):
+        # amp off leaves an enclosing autocast (runtime.precision: bf16) in force rather than switching it off
+        with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
             image_layers, text_layers, grid = self._encode(self.encoders, batch)
             x, mask = self._fusion_input(image_layers, text_layers, batch["text_ids_mask"])
             f = self.fusion(x, src_key_padding_mask=~mask)  # eq. 7: F (B, n_i + n_t, d)
@@ -585,7 +587,8 @@ class INFIG(Method):
             _, logits = classify(k_tilde, self.proj_k, self.classifier, self.cfg.gelu_on_logits)  # eqs. 10-11
         out = {"pred": self.head(logits.float()), "image_layers": image_layers, "text_layers": text_layers}
         if self.training and self.cfg.use_gam:
-            clip_pooled = self.clip(batch) if self.clip is not None else None
+            # the frozen CLIP prior (eval mode, no gradient) reads only the clip: once per clip (Method.cached)
+            clip_pooled = self.cached("clip", batch, self.clip) if self.clip is not None else None
             out["clip"] = clip_pooled
             out["i_g"], out["t_g"] = self._global(self.encoders, image_layers, text_layers, clip_pooled)
         return out

@@ -302,15 +302,34 @@ class SFTTR(Method):
 
     # ---- encoding -------------------------------------------------------------------------------------------
     def encode(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """-> {"text", "vision", "audio"}: the unimodal representations T, V, A (B, D_m)."""
-        frozen_text = self.cfg.pretrain_epochs and self.stage == "fusion"
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_text):
-            seq, mask = self.text(batch)  # (B, L, Dt), position 0 = [CLS]
-            t = self.encoders["text"](seq, mask) if "text" in self.encoders else seq[:, 0]
+        """-> {"text", "vision", "audio"}: the unimodal representations T, V, A (B, D_m). In the fusion stage of
+        two (`pretrain_epochs`) the text side is frozen: it runs in eval mode, once per clip (`Method.cached`)."""
+        if self.cfg.pretrain_epochs and self.stage == "fusion":
+            t = self.cached("text", batch, self._frozen_text)
+        else:
+            t = self._text(batch)
         out = {"text": t}
         for m in ("vision", "audio"):
             out[m] = self.encoders[m](batch[m], batch[f"{m}_mask"])
         return out
+
+    def _text(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        seq, mask = self.text(batch)  # (B, L, Dt), position 0 = [CLS]
+        return self.encoders["text"](seq, mask) if "text" in self.encoders else seq[:, 0]
+
+    @torch.no_grad()
+    def _frozen_text(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """T of the frozen text side (the text encoder and, with text_pool: transformer, its CLS transformer): no
+        gradient, eval mode (no dropout; a frozen encoder's output depends on the clip only)."""
+        parts = [self.text] + ([self.encoders["text"]] if "text" in self.encoders else [])
+        modes = [m.training for m in parts]
+        for m in parts:
+            m.eval()
+        try:
+            return self._text(batch)
+        finally:
+            for m, mode in zip(parts, modes):
+                m.train(mode)
 
     def decompose(self, reps: dict[str, torch.Tensor]) -> torch.Tensor:
         """-> (B, 6, d): [C_T, C_V, C_A, F_T, F_V, F_A] (sec. 3.3)."""
@@ -383,6 +402,7 @@ class SFTTR(Method):
 
     def enter_stage(self, stage: int) -> None:
         self.stage = "pretrain" if self.cfg.pretrain_epochs and stage == 0 else "fusion"
+        self.clear_cached()  # the text encoder's weights are fixed from here on (or still train)
 
     def get_extra_state(self):
         """The retrieval bank is part of the training state: a resumed run must retrieve from the bank built at
@@ -394,7 +414,10 @@ class SFTTR(Method):
         self._bank = None if bank is None else tuple(t.cpu() for t in bank)
 
     def on_epoch_start(self, epoch: int, train_split) -> None:
-        self.stage = "pretrain" if epoch < self.cfg.pretrain_epochs else "fusion"
+        stage = "pretrain" if epoch < self.cfg.pretrain_epochs else "fusion"
+        if stage != self.stage:
+            self.clear_cached()
+        self.stage = stage
         self._train_split = train_split
         cfg = self.cfg
         refresh = (epoch - cfg.pretrain_epochs) % cfg.bank_refresh == 0 or self._bank is None
