@@ -310,3 +310,36 @@ def run(params_file: str = "params.yaml", overrides: list[str] | None = None, pr
     # The jobs call `msarepro`: make this interpreter's scripts folder (the project's venv) come first.
     env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     return subprocess.call(cmd, env=env)
+
+
+# ---- the train stage reusing a sweep run --------------------------------------------------------------------
+
+RUN_FILES = ("metrics.json", "predictions.csv", "history.csv", "config.json", "best.pt", "checkpoint.pt",
+             "timing.json")
+
+
+def reusable_run(params: Params, job: Job, device_type: str, root: Path = SWEEP_ROOT) -> Path | None:
+    """The sweep's finished run of `job` when it is exactly the run that training `job` here would produce: its
+    fingerprint.json equals the fingerprint computed now (settings, data, seed, code, pretrained encoders), its
+    metrics.json exists, and it trained on the same device type (timing.json's `device`; CPU runs are bit for bit
+    reproducible, a GPU's are not those of a CPU). Else None."""
+    d = job.run_dir(Path(root))
+    try:
+        fp = json.loads((d / "fingerprint.json").read_text())
+        timing = json.loads((d / "timing.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    if timing.get("device") != device_type or not all((d / f).exists() for f in RUN_FILES):
+        return None
+    return d if fp == fingerprint(params, job) else None
+
+
+def copy_run(src: Path, out: Path) -> None:
+    """Copy a run directory's outputs (RUN_FILES and epochs/) into `out`, each file atomically."""
+    from .io import atomic_path
+
+    src, out = Path(src), Path(out)
+    files = [Path(f) for f in RUN_FILES] + sorted(p.relative_to(src) for p in (src / "epochs").rglob("*") if p.is_file())
+    for rel in files:
+        with atomic_path(out / rel) as tmp:
+            shutil.copyfile(src / rel, tmp)

@@ -31,7 +31,7 @@ the model's state_dict without the parameters of its frozen modules (`Method.fro
 that never change, e.g. a frozen CLIP); those are rebuilt with the model, and the file stores their fingerprint
 instead ("frozen": {"sha256", "tensors", "bytes"}), which `load_weights`, the one loader (resume, the papers'
 figures), verifies. Momentum encoders, queues and every buffer stay in the files.
-timing.json (wall-clock seconds, samples/s) is the only file that differs between two runs of the same inputs;
+timing.json (wall-clock seconds, samples/s, the device type) is the only file that differs between two runs of the same inputs;
 DVC leaves it out of the outputs' hashes (.dvcignore) and git ignores it.
 """
 from __future__ import annotations
@@ -51,6 +51,7 @@ import torch
 from . import __version__, metrics
 from .config import ConfigError, MethodConfig, Params, RuntimeConfig, to_jsonable
 from .data import ensure_dataset, load_dataset
+from .data.format import should_load_lazily
 from .data.loader import SplitTensors, to_device, to_tensors
 from .io import atomic_path, write_json, write_text
 from .methods import build_method, get_method, method_config, method_of
@@ -126,7 +127,8 @@ def run(params: Params, spec: RunSpec) -> dict:
     """Train one (method, dataset, seed) and write the run directory; returns metrics.json's content."""
     out = Path(spec.out)
     data_dir = ensure_dataset(spec.dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
-    ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes)
+    ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes,  # runtime.load: whole, or read per batch
+                      lazy=should_load_lazily(data_dir, params.runtime))
     cfg = method_config(params, spec.model, ds.manifest.preset or ds.manifest.name)  # a variant's settings applied
     method = method_of(params, spec.model)  # the registered method behind a variant name
     tokens = provide_inputs(method, cfg, ds, params.data.root)  # the dataset checked, before anything loads
@@ -257,7 +259,7 @@ def run(params: Params, spec: RunSpec) -> dict:
         if hasattr(bar, "set_postfix"):
             bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
     elapsed = time.perf_counter() - t0
-    return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen)
+    return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen, device.type)
 
 
 def provide_inputs(model: str, cfg: MethodConfig, ds, data_root: str | Path) -> dict[str, dict]:
@@ -392,7 +394,8 @@ def _drop_last(model, cfg, splits) -> bool:
     return has_bn and len(splits["train"]) % cfg.batch_size == 1
 
 
-def _finish(out: Path, spec: RunSpec, manifest, splits, state, sel, y, elapsed, n_seen) -> dict:
+def _finish(out: Path, spec: RunSpec, manifest, splits, state, sel, y, elapsed, n_seen,
+            device_type: str) -> dict:
     best = state["best_epoch"]
     with np.load(out / "epochs" / f"epoch_{best:03d}.npz") as z:
         outputs = {"valid": z["valid"], "test": z["test"]}
@@ -420,7 +423,8 @@ def _finish(out: Path, spec: RunSpec, manifest, splits, state, sel, y, elapsed, 
         pd.DataFrame(state["history"]).to_csv(tmp, index=False, float_format="%.6g")
     write_json(out / "metrics.json", result)
     write_json(out / "timing.json", {"train_seconds": elapsed, "train_samples": n_seen,
-                                     "samples_per_second": n_seen / elapsed if elapsed > 0 else None})
+                                     "samples_per_second": n_seen / elapsed if elapsed > 0 else None,
+                                     "device": device_type})
     write_text(out / "epochs" / "ids.json", pd.Series({s: splits[s].ids for s in ("valid", "test")}).to_json())
     return result
 

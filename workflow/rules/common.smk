@@ -4,7 +4,7 @@ import shlex
 import sys
 
 from msarepro import sweep as msa_sweep
-from msarepro.methods import load_params
+from msarepro.methods import get_method, load_params, method_of
 from msarepro.pretrain.stage import pretrain_plan
 
 # The params file the jobs read: the last --configfile given, else params.yaml.
@@ -40,6 +40,11 @@ def run_dir(job):
 def method_config(wildcards):
     """The resolved Config of a job (a Snakemake param, so that editing it re-triggers the job)."""
     return msa_sweep.fingerprint(PARAMS, msa_sweep.Job(wildcards.method, wildcards.dataset, int(wildcards.seed)))["config"]
+
+
+def train_priority(wildcards):
+    """Snakemake's priority of a job: its method's `sweep_priority` (the longest runs start first)."""
+    return get_method(method_of(PARAMS, wildcards.method)).sweep_priority
 
 
 def train_inputs(wildcards):

@@ -14,6 +14,7 @@ rule train:
         config=method_config,
         gpu_wrap=GPU_WRAP,
     threads: 1
+    priority: train_priority
     conda:
         "../envs/msarepro.yaml"
     resources:

@@ -14,6 +14,17 @@ def cmd_train(args) -> int:
     spec = RunSpec(model=args.model or params.model, dataset=args.dataset or params.dataset,
                    seed=params.seed if args.seed is None else args.seed, out=Path(args.out),
                    resume=args.resume, device=args.device, progress=not args.no_progress)
+    if args.reuse_from:  # the same run already trained by the sweep: copy it (the train stage after the sweep)
+        from ..runtime import pick_device
+        from ..sweep import Job, copy_run, reusable_run
+        src = reusable_run(params, Job(spec.model, spec.dataset, spec.seed), pick_device(spec.device).type,
+                           Path(args.reuse_from))
+        if src is not None:
+            copy_run(src, spec.out)
+            print(f"{spec.out}: the same run as {src} (same fingerprint and device type); copied, not retrained")
+            result = json.loads((spec.out / "metrics.json").read_text())
+            print(json.dumps({"best_epoch": result["best_epoch"], "test": result["test"]}, indent=2))
+            return 0
     result = run(params, spec)
     print(json.dumps({"best_epoch": result["best_epoch"], "test": result["test"]}, indent=2))
     return 0
@@ -75,6 +86,9 @@ def add_commands(sub) -> None:
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--reuse-from", metavar="SWEEP_DIR", help="copy the run from SWEEP_DIR/<model>/<dataset>/<seed> "
+                   "instead of training, when it is exactly this run (same fingerprint, same device type); the train "
+                   "stage passes runs/sweep")
     with_params(t)
     t.set_defaults(fn=cmd_train)
 

@@ -76,6 +76,7 @@ def contrastive_loss(z: torch.Tensor, z_sp: torch.Tensor, weak_pos: torch.Tensor
 
 @register("aemt")
 class AEMT(Method):
+    sweep_priority = 2  # the longest run per epoch: MulT's fusion over 2B rows (Snakemake starts it first)
     uses_pretraining = True  # its runs load the `pretrain` stage's encoders.pt
 
     @dataclass(frozen=True)

@@ -4,6 +4,8 @@ A method is an nn.Module with:
     Config                 a frozen dataclass subclassing config.MethodConfig (its params.yaml block)
     families               dataset families it handles ("trimodal", "image_text")
     uses_pretraining       True if its runs load the `pretrain` stage's output (the pipeline pretrains for them)
+    sweep_priority         Snakemake's priority for its jobs (higher starts first): the long runs start
+                           first, so that no slot idles while one long job finishes at the end of a sweep
     forward(batch) -> dict  at least "pred": (B,) for regression, (B, C) logits for classification
     losses(out, batch, epoch) -> dict of weighted loss terms; the loop minimises their sum
     param_groups()         optional per-group learning rates (e.g. a text encoder at a smaller lr)
@@ -49,6 +51,7 @@ class Method(nn.Module):
     Config: type[MethodConfig] = MethodConfig
     families: tuple[str, ...] = ("trimodal",)
     uses_pretraining: bool = False  # True: runs load the `pretrain` stage's output (methods.pretraining_methods())
+    sweep_priority: int = 0  # Snakemake job priority; AE-MT and MulT, the longest runs, start first
 
     def __init__(self, cfg: MethodConfig, manifest):
         super().__init__()

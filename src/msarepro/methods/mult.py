@@ -84,6 +84,7 @@ class MulTFusion(nn.Module):
 
 @register("mult")
 class MulT(Method):
+    sweep_priority = 1  # the second longest (Snakemake starts it first)
     @dataclass(frozen=True)
     class Config(MethodConfig):
         # Defaults: the original MulT code's (Tsai et al.'s repository); params.yaml carries MMSA's per dataset.

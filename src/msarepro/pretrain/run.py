@@ -39,7 +39,7 @@ import torch
 from .. import __version__
 from ..config import ConfigError, Params, PretrainConfig
 from ..data import DATASETS, ensure_dataset, load_dataset
-from ..data.format import Split
+from ..data.format import Split, should_load_lazily
 from ..data.loader import SplitTensors, to_device
 from ..data.placement import raw_dir_for
 from ..io import atomic_path, write_json
@@ -124,7 +124,8 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     """Pretrain the encoders a run of `name` (AE-MT or a variant) loads on `dataset`, into `out`."""
     out = Path(out)
     data_dir = ensure_dataset(dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
-    ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes, splits=("train", "unlabeled"))
+    ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes, splits=("train", "unlabeled"),
+                      lazy=should_load_lazily(data_dir, params.runtime, ("train", "unlabeled")))
     manifest = ds.manifest
     if manifest.family != "trimodal":
         raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
