@@ -82,8 +82,8 @@ KNOWN_DIFFERENCES = {
         "LR schedule: both ReduceLROnPlateau on the valid loss; MMSA factor 0.1 / patience 5, msarepro factor 0.5 / "
         "patience max(1, patience // 2) (no effect in a few epochs)",
         "attention: MMSA's own multi-head attention (linear projections, bmm, softmax, dropout) with a causal "
-        "(future) mask (attn_mask: true) and no padding mask; msarepro torch's nn.MultiheadAttention / "
-        "TransformerEncoderLayer with key padding masks",
+        "(future) mask (attn_mask: true) and no padding mask; msarepro its own lean blocks (methods/blocks.py: "
+        "torch's parameters, one packed projection, a key padding mask, SDPA or softmax + its fast dropout)",
         "positions: MMSA's MulT adds no positional embedding (position_embedding=False); msarepro adds sinusoidal "
         "positions to every transformer's input",
         "Conv1d projections: MMSA pads nothing (length 40 -> 36 with kernel 5), msarepro pads to keep the length; "
