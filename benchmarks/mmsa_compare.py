@@ -3,6 +3,7 @@
     python benchmarks/mmsa_compare.py                       # MulT, TFN, LF-DNN; 3 epochs; 2 repetitions
     python benchmarks/mmsa_compare.py --methods mult --epochs 2 --reps 1 --profile
     python benchmarks/mmsa_compare.py --repo ../other-checkout  # measure another msarepro checkout (before/after)
+    python benchmarks/mmsa_compare.py --methods mult --set runtime.compile=true  # msarepro with torch.compile
 
 What it does, in a scratch directory (--scratch, kept between calls so the virtual environment is built once):
  1. writes a MOSI-shaped MMSA pickle (default 600/150/300 clips, text 40x768, audio 40x5, vision 40x20: the
@@ -201,6 +202,7 @@ def side_cmd(side: str, a, method: str, scratch: Path, tag: str, epochs: int, pr
         # the imported dataset's preset is `mosi`: its block is applied over the method's, so override there
         common += [x for k, v in sets.items() for x in ("-S", f"methods.{method}.presets.mosi.{k}={v}")]
         common += ["-S", f"data.root={scratch / 'data'}"]
+        common += [x for kv in a.set for x in ("-S", kv)]
     if work.exists():
         import shutil
         shutil.rmtree(work)
@@ -265,7 +267,8 @@ def table_md(res: dict) -> str:
           f"load average at start {', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}.", "",
           f"Data: MOSI-shaped MMSA pickle, {res['sizes']} clips, per clip {res['shapes']}; {res['epochs']} epochs, "
           f"seed {res['seed']}, {res['reps']} repetitions interleaved (A B, B A, ...); MMSA DataLoader workers "
-          f"{res['mmsa_workers']}. Medians over every epoch of every repetition. Ratio = MMSA / msarepro "
+          f"{res['mmsa_workers']}; msarepro overrides beyond MMSA's settings: "
+          f"{', '.join(res.get('msarepro_set') or []) or 'none'}. Medians over every epoch of every repetition. Ratio = MMSA / msarepro "
           "(> 1: msarepro is faster). msarepro evaluates valid and test every epoch, MMSA valid only: "
           "'train + valid' compares like with like; 'epoch' is each side's whole epoch as it runs.", "",
           "| method | MMSA train pass s | msarepro train pass s | ratio train | MMSA train + valid s | "
@@ -319,6 +322,8 @@ def main() -> int:
     p.add_argument("--mmsa-workers", type=int, default=0, help="MMSA DataLoader workers (MMSA's default is 4)")
     p.add_argument("--threads", type=int, default=0, help="torch threads on both sides (0: torch's default)")
     p.add_argument("--profile", action="store_true", help="also profile one MulT epoch on each side")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra override for msarepro's side (repeatable), e.g. runtime.compile=true")
     p.add_argument("--out", type=Path, default=HERE / "results" / "mmsa_compare", help="writes OUT.md, OUT.json")
     a = p.parse_args()
     a.repo = a.repo.resolve()
@@ -357,7 +362,7 @@ def main() -> int:
                       f"train {[round(e['train_s'], 2) for e in r['epochs']]} process {r['process_wall_s']:.1f} s",
                       flush=True)
     res = {"mmsa_version": MMSA_VERSION, "epochs": a.epochs, "reps": a.reps, "seed": a.seed, "sizes": sizes,
-           "shapes": shapes, "mmsa_workers": a.mmsa_workers, "msarepro_import_s": import_s, "machine": machine(a),
+           "shapes": shapes, "mmsa_workers": a.mmsa_workers, "msarepro_set": a.set, "msarepro_import_s": import_s, "machine": machine(a),
            "torch": {s: runs[methods[0]][s][0]["torch"] for s in ("mmsa", "msarepro")},
            "threads": runs[methods[0]]["msarepro"][0]["threads"], "methods": {}}
     for m in methods:
