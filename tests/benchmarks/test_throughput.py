@@ -1,6 +1,7 @@
 """Training and evaluation throughput (samples/s) of every registered method on synth-mosi-sized batches
 (synth-mvsa for image-text methods): a training step (forward, losses, backward, Adam) on a batch of 32, and a
-prediction pass (no_grad, eval mode) over a batch of 256, as the loop predicts VALID and TEST. Run with
+prediction pass (no_grad, eval mode) over one batch of up to 256 clips (train.predict's batch size; the small test
+sets give 135, image-text 180), as the loop predicts VALID and TEST; each records its batch in extra_info. Run with
 `pytest tests/benchmarks --benchmark-enable`; figures go to .benchmarks/ with `--benchmark-autosave`. The text-only
 baseline is the in-run reference: compare methods by their ratio to it."""
 from __future__ import annotations
@@ -47,6 +48,7 @@ def test_train_step_throughput(benchmark, method, dataset, small_data, params, t
     if benchmark.stats is not None:  # None under --benchmark-disable (the default test run): one plain call
         benchmark.extra_info["samples_per_second"] = BATCH / benchmark.stats.stats.mean
     benchmark.extra_info["dataset"] = dataset
+    benchmark.extra_info["batch"] = BATCH
 
 
 @pytest.mark.parametrize("method,dataset", CASES, ids=[m for m, _ in CASES])
@@ -64,3 +66,4 @@ def test_eval_throughput(benchmark, method, dataset, small_data, params, tmp_pat
     if benchmark.stats is not None:
         benchmark.extra_info["samples_per_second"] = len(batch["y"]) / benchmark.stats.stats.mean
     benchmark.extra_info["dataset"] = dataset
+    benchmark.extra_info["batch"] = len(batch["y"])
