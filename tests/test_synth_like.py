@@ -151,6 +151,14 @@ def test_registered_set_is_generated_on_first_use_at_its_default_size_and_its_si
     assert ref["oracle"]["Corr"] > 0.95 and ref["oracle"]["MAE"] < got["MAE"]
 
 
+def test_download_stage_generates_a_synthetic_like_set(tmp_path):
+    from msarepro.prepare import download
+
+    assert "generated synth-like-hfm" in download("synth-like-hfm", tmp_path / "hfm", synth_scale=0.15)
+    m = load_dataset(tmp_path / "hfm").manifest
+    assert m.splits["train"] == DEFAULT_TRAIN and (m.preset, m.f1_average, m.num_classes) == ("hfm", "macro", 2)
+
+
 def test_method_presets_resolve_as_the_real_datasets(params, written):
     from msarepro.methods import method_config
 
@@ -170,5 +178,7 @@ def test_cli_writes_a_named_set_like_a_real_one_and_refuses_a_mismatch(tmp_path,
     assert "preset sims" in capsys.readouterr().out
     assert main(["data", "synth", "synth-like-mosi", "--like", "sims", "--out", str(tmp_path / "x")]) == 2
     assert "the name says mosi" in capsys.readouterr().err
+    assert main(["data", "synth", "mosi", "--like", "mosi", "--out", str(tmp_path / "z")]) == 2  # a real name
+    assert "registered dataset" in capsys.readouterr().err and not (tmp_path / "z").exists()
     assert main(["data", "synth", "nope", "--out", str(tmp_path / "y")]) == 2
     assert "--like" in capsys.readouterr().err
