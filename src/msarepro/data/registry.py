@@ -168,18 +168,3 @@ def dataset_dir(name_or_path: str, data_root: str | Path) -> Path:
         return Path(data_root) / name_or_path
     raise KeyError(f"unknown dataset {name_or_path!r}: not a registered name ({', '.join(sorted(DATASETS))}) "
                    f"and not a directory with a manifest.json")
-
-
-def ensure_dataset(name_or_path: str, data_root: str | Path, synth_seed: int = 0, synth_scale: float = 1.0) -> Path:
-    """Return the dataset's directory, generating an embedded or synthetic-like dataset on first use (synth_scale
-    applies to the embedded sets; a synthetic-like set is written at its default size)."""
-    d = dataset_dir(name_or_path, data_root)
-    if not (d / "manifest.json").exists():
-        info = DATASETS[name_or_path]
-        if info.source in ("synth", "synth-like"):
-            from .synth import generate
-            generate(info.name, d, seed=synth_seed, scale=synth_scale if info.source == "synth" else None)
-        else:
-            from .placement import placement_message
-            raise FileNotFoundError(placement_message(info, d))
-    return d

@@ -75,6 +75,7 @@ import pandas as pd
 
 from .. import metrics
 from .format import Manifest, embedded_tokenizer_name, vocab_digest, write_dataset
+from .latent import AV_MAX, draw_sentiment as _draw_sentiment, unit as _unit  # shared with synth_like.py
 
 PAD, CLS, SEP, UNK = 0, 1, 2, 3
 
@@ -110,7 +111,6 @@ class TrimodalLatents:
 CUE_A, CUE_V = 4, 5
 SENT0, N_SENT_BINS = 6, 20
 FILLER0, TRI_VOCAB = SENT0 + N_SENT_BINS, 64
-AV_MAX = 1.2  # audio/vision sentiment and distractors lie in [-AV_MAX, AV_MAX]
 
 
 SPECIAL_TOKENS = {"pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]", "unk_token": "[UNK]"}
@@ -138,19 +138,6 @@ def text_ids_record(dataset: str, vocab: dict[str, int], max_len: int) -> dict:
 
 def _round_grid(x: np.ndarray, step: float = 0.2) -> np.ndarray:
     return np.round(np.round(x / step) * step, 1)
-
-
-def _draw_sentiment(rng: np.random.Generator, n: int, spec: TrimodalSpec) -> dict[str, np.ndarray]:
-    """The latent sentiment of n clips (the process in the module docstring), each (n,)."""
-    z_t = rng.uniform(-2, 2, n)
-    pol = np.where(z_t >= 0, 1.0, -1.0)  # sign(z_t); z_t == 0 has probability 0
-    g_a, g_v = rng.random(n) < spec.agreement, rng.random(n) < spec.agreement
-    z_a = np.where(g_a, pol, -pol) * rng.uniform(0, AV_MAX, n)
-    z_v = np.where(g_v, pol, -pol) * rng.uniform(0, AV_MAX, n)
-    r_a, r_v = rng.random(n) < spec.relevance, rng.random(n) < spec.relevance
-    shown_a = np.where(r_a, z_a, rng.uniform(-AV_MAX, AV_MAX, n))
-    shown_v = np.where(r_v, z_v, rng.uniform(-AV_MAX, AV_MAX, n))
-    return {"z_t": z_t, "z_a": z_a, "z_v": z_v, "r_a": r_a, "r_v": r_v, "shown_a": shown_a, "shown_v": shown_v}
 
 
 def generate_trimodal(spec: TrimodalSpec, seed: int) -> tuple[dict, pd.DataFrame, dict, TrimodalLatents]:
@@ -237,11 +224,6 @@ def _word(tok: int) -> str:
     if SENT0 <= tok < SENT0 + N_SENT_BINS:
         return f"s{tok - SENT0:02d}"
     return f"w{tok}"
-
-
-def _unit(rng: np.random.Generator, d: int) -> np.ndarray:
-    u = rng.normal(0, 1, d)
-    return (u / np.linalg.norm(u)).astype(np.float32)
 
 
 def write_trimodal(spec: TrimodalSpec, out: Path, seed: int) -> Manifest:

@@ -68,7 +68,7 @@ import pandas as pd
 from .. import metrics
 from .format import Manifest
 from .registry import DATASETS, LIKE_PREFIX
-from .synth import AV_MAX, _draw_sentiment, _unit
+from .latent import AV_MAX, draw_sentiment as _draw_sentiment, unit as _unit
 
 PREFIX = LIKE_PREFIX
 DEFAULT_TRAIN = 200  # training clips at the default scale
