@@ -55,8 +55,8 @@ def download(name: str, out: str | Path, raw: str | Path | None = None, fetcher:
     info = DATASETS[name]
     if info.source == "media":
         return _synth_media(out, Path(raw) if raw is not None else raw_dir_for(out, name), synth_seed)
-    if info.source == "synth":
-        m = generate(name, out, seed=synth_seed, scale=synth_scale)
+    if info.source in ("synth", "synth-like"):  # synth_scale: the embedded sets only (synth_like.py's sizes)
+        m = generate(name, out, seed=synth_seed, scale=synth_scale if info.source == "synth" else None)
         return f"generated {name} in {out}: {m.splits}"
     return acquire(info, out, Path(raw) if raw is not None else raw_dir_for(out, name), fetcher, endpoint,
                    **import_kw)

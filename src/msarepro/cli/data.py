@@ -8,9 +8,27 @@ from .common import load_params, with_params
 
 
 def cmd_data_synth(args) -> int:
-    from ..data.synth import generate
-    m = generate(args.name, args.out, seed=args.seed, scale=args.scale)
-    print(f"wrote {args.out}: {m.splits}")
+    from ..config import ConfigError
+    from ..data.synth import GENERATORS, generate
+    from ..data.synth_like import LIKE, like_of, write_like
+
+    out = args.out or str(Path(load_params(args).data.root) / args.name)
+    like = like_of(args.name)
+    if args.like is not None:
+        if like is not None and like != args.like:
+            raise ConfigError(f"data synth {args.name} --like {args.like}: the name says {like}; give another name "
+                              f"or --like {like}")
+        if args.name in GENERATORS:
+            raise ConfigError(f"data synth {args.name} --like {args.like}: {args.name} is an embedded set; give the "
+                              "synthetic-like set another name")
+        m = write_like(args.like, out, seed=args.seed, scale=args.scale, name=args.name)
+    elif like is not None or args.name in GENERATORS:
+        m = generate(args.name, out, seed=args.seed, scale=args.scale)
+    else:
+        raise ConfigError(f"data synth {args.name}: not an embedded set ({', '.join(sorted(GENERATORS))}) nor a "
+                          f"synthetic-like one (synth-like-<{'|'.join(LIKE)}>); give --like REAL to write a "
+                          "synthetic-like set under this name")
+    print(f"wrote {out}: {m.splits}" + (f"; preset {m.preset}" if m.preset != m.name else ""))
     ref = m.provenance.get("reference", {})
     for k, v in ref.items():
         print(f"  reference {k}: " + ", ".join(f"{mk}={mv:.3f}" for mk, mv in v.items()))
@@ -152,13 +170,21 @@ def cmd_data_check(args) -> int:
 def add_commands(sub) -> None:
     from ..data import DATASETS
     from ..data.synth import GENERATORS
+    from ..data.synth_like import LIKE
 
     data = sub.add_parser("data", help="dataset commands").add_subparsers(dest="data_cmd", required=True)
-    s = data.add_parser("synth", help="generate an embedded synthetic dataset")
-    s.add_argument("name", choices=sorted(GENERATORS))
-    s.add_argument("--out", required=True)
+    s = data.add_parser("synth", help="generate an embedded synthetic dataset, or synthetic data in a real "
+                        "dataset's shapes (--like)")
+    s.add_argument("name", help=f"an embedded set ({', '.join(sorted(GENERATORS))}), synth-like-REAL, or with "
+                   "--like any new name")
+    s.add_argument("--like", choices=list(LIKE), help="write the real dataset's shapes, label range and grid, "
+                   "split proportions and preset (src/msarepro/data/synth_like.py)")
+    s.add_argument("--out", help="default: <data.root>/NAME")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--scale", type=float, default=1.0, help="multiply every split size")
+    s.add_argument("--scale", type=float, help="embedded sets: multiply every split size (default 1); "
+                   "synthetic-like sets: fraction of the real split sizes (default: 200 training clips; 1: the "
+                   "real sizes)")
+    with_params(s)
     s.set_defaults(fn=cmd_data_synth)
 
     d = data.add_parser("download", help="the download stage: generate, download + verify + import, or say "

@@ -76,9 +76,10 @@ def find_image(folder: Path, item_id: str) -> Path | None:
 
 
 def write_image_text_dataset(rows: pd.DataFrame, image_dir: Path, out: Path, name: str, class_names: tuple,
-                             f1_average: str, image_size: int = 224, provenance: dict | None = None) -> Manifest:
+                             f1_average: str, image_size: int = 224, provenance: dict | None = None,
+                             preset: str = "") -> Manifest:
     """rows: split, id, label (int), text. Reads images from image_dir/<id>.<ext>, writes the canonical set
-    (images as arrays, the raw text in labels.csv)."""
+    (images as arrays, the raw text in labels.csv). preset: the manifest's preset (default: name)."""
     rows = rows.reset_index(drop=True)
     images = np.zeros((len(rows), 3, image_size, image_size), np.uint8)
     missing = 0
@@ -103,7 +104,7 @@ def write_image_text_dataset(rows: pd.DataFrame, image_dir: Path, out: Path, nam
         label_range=(0.0, float(len(class_names) - 1)),
         modalities={"image": {"shape": [3, image_size, image_size]}}, raw_text=True,
         splits=sizes, num_classes=len(class_names), class_names=tuple(class_names), f1_average=f1_average,
-        preset=name, provenance={**(provenance or {}), "missing_images": missing, "image_size": image_size,
+        preset=preset or name, provenance={**(provenance or {}), "missing_images": missing, "image_size": image_size,
                                  "image_preprocessing": "shorter side resized, centre crop, uint8 RGB"})
     return write_dataset(out, manifest, arrays, labels)
 

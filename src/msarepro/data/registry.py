@@ -146,6 +146,14 @@ _image_text("tumemo", "TumEmo (Yang et al. 2020): Tumblr posts, 7 emotions, rand
                         f"(label one of {', '.join(TUMEMO_CLASSES)})"),
              RemoteFile("images", None, kind="dir", manual="the TumEmo images, one <id>.jpg per row of tumemo.csv")])
 
+# Synthetic data in each real dataset's shapes (data/synth_like.py), generated on first use like the embedded
+# sets; their manifests name the real dataset's preset. Not stand-ins for the embedded sets (source "synth-like").
+LIKE_PREFIX = "synth-like-"
+for _real in [i for i in DATASETS.values() if i.source not in ("synth", "media")]:
+    register_dataset(DatasetInfo(LIKE_PREFIX + _real.name, _real.family, _real.metric_family, "synth-like",
+                                 f"synthetic, in {_real.name}'s shapes, label grid and split proportions "
+                                 f"(preset {_real.name})", extra={"like": _real.name}))
+
 
 def dataset_dir(name_or_path: str, data_root: str | Path) -> Path:
     """Directory of a dataset given by registered name (under data_root), by the name of a dataset imported under
@@ -162,13 +170,14 @@ def dataset_dir(name_or_path: str, data_root: str | Path) -> Path:
 
 
 def ensure_dataset(name_or_path: str, data_root: str | Path, synth_seed: int = 0, synth_scale: float = 1.0) -> Path:
-    """Return the dataset's directory, generating an embedded dataset on first use."""
+    """Return the dataset's directory, generating an embedded or synthetic-like dataset on first use (synth_scale
+    applies to the embedded sets; a synthetic-like set is written at its default size)."""
     d = dataset_dir(name_or_path, data_root)
     if not (d / "manifest.json").exists():
         info = DATASETS[name_or_path]
-        if info.source == "synth":
+        if info.source in ("synth", "synth-like"):
             from .synth import generate
-            generate(info.name, d, seed=synth_seed, scale=synth_scale)
+            generate(info.name, d, seed=synth_seed, scale=synth_scale if info.source == "synth" else None)
         else:
             from .placement import placement_message
             raise FileNotFoundError(placement_message(info, d))

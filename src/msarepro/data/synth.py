@@ -338,7 +338,15 @@ GENERATORS = {
 }
 
 
-def generate(name: str, out: str | Path, seed: int = 0, scale: float = 1.0) -> Manifest:
+def generate(name: str, out: str | Path, seed: int = 0, scale: float | None = None) -> Manifest:
+    """Write the embedded dataset `name` (scale: multiplies its split sizes; None: 1) or the synthetic-like set
+    synth-like-<real name> (data/synth_like.py; scale: fraction of the real split sizes; None: its default size)."""
+    from .synth_like import LIKE, like_of, write_like
+
+    like = like_of(name)
+    if like is not None:
+        return write_like(like, Path(out), seed=seed, scale=scale)
     if name not in GENERATORS:
-        raise KeyError(f"unknown embedded dataset {name!r}; choose one of {sorted(GENERATORS)}")
-    return GENERATORS[name](Path(out), seed, scale)
+        raise KeyError(f"unknown embedded dataset {name!r}; choose one of "
+                       f"{sorted(GENERATORS) + ['synth-like-' + k for k in LIKE]}")
+    return GENERATORS[name](Path(out), seed, 1.0 if scale is None else scale)
