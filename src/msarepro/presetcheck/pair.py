@@ -21,7 +21,8 @@ What it does, through the code a training run uses (train.py's pieces, not a cop
               pretrained models; this also checks the preset against the real encoders' widths
 
 Peak memory on CPU: the process's peak resident set size (Linux VmHWM, reset through /proc/self/clear_refs just
-before the model is built) minus its resident size at that moment: the model, optimizer state, activations,
+before the model is built, after the C heap's freed pages are returned: malloc_trim) minus its resident size at
+that moment: the model, optimizer state, activations,
 evaluation and checkpoint serialisation of this pair. Where the reset is not possible the peak is the process's
 whole (ru_maxrss) and `memory` says so. On CUDA: torch.cuda.max_memory_allocated over the same span.
 """
@@ -64,6 +65,7 @@ class PeakMemory:
             self.base = torch.cuda.memory_allocated(self.device)
             self.how = "CUDA max_memory_allocated over the allocations before the model was built"
             return
+        _return_freed_memory()  # what earlier work (data, AE-MT's pretraining) freed is not counted as held
         try:
             Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current VmRSS (Linux >= 4.0)
             rss, _ = _rss_kib()
@@ -85,6 +87,19 @@ class PeakMemory:
         import resource
 
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _return_freed_memory() -> None:
+    """Collect garbage and hand the C heap's free pages back to the system (glibc's malloc_trim; a no-op
+    elsewhere), so that the resident size before the build counts only what is still in use."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 def _sync(device) -> None:
