@@ -54,8 +54,9 @@ def test_mult_sims_preset_passes_and_the_report_holds_machine_and_date(tmp_path,
 
 def test_a_preset_that_real_shapes_break_fails_with_its_message_and_exit_1(capsys):
     """CLGSI's audio heads must divide the audio width, 5 on MOSI: a head count of 2 passes params.yaml's checks
-    but not the build on MOSI's shapes; the pair fails with the model's message and the command exits 1."""
-    code = main(["check-presets", "--methods", "clgsi", "--datasets", "mosi", "--steps", "1", "--in-process",
+    but not the build on MOSI's shapes; the pair, checked in a process of its own (the default), fails with the
+    model's message and the command exits 1."""
+    code = main(["check-presets", "--methods", "clgsi", "--datasets", "mosi", "--steps", "1",
                  "-S", "methods.clgsi.presets.mosi.audio_heads=2"])
     out = capsys.readouterr()
     assert code == 1
