@@ -146,11 +146,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     starts = _stage_starts(model, cfg)
 
     def build_stage(k: int):
-        """A fresh optimizer and schedule for stage k, over the parameters the method trains in it."""
-        model.enter_stage(k)
-        opt = make_optimizer(model, cfg)
-        end = starts[k + 1] if k + 1 < len(starts) else cfg.max_epochs
-        return opt, make_scheduler(opt, cfg, steps, end - starts[k])
+        return stage_optimizer(model, cfg, starts, k, steps)
     y = {s: splits[s].tensors["y"].numpy() for s in ("valid", "test")}
 
     resolved = {"model": spec.model, "dataset": spec.dataset, "dataset_name": manifest.name, "seed": spec.seed,
@@ -211,17 +207,7 @@ def run(params: Params, spec: RunSpec) -> dict:
                                                           drop_last=_drop_last(model, cfg, splits))):
             _fault_point(epoch, b)
             batch = to_device(batch, device, pinned)
-            with autocast(rt, device):
-                out_b = model(batch)
-                terms = model.losses(out_b, batch, epoch)
-                loss = sum(terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            if sched is not None and cfg.scheduler != "plateau":
-                sched.step()
+            terms = train_step(model, batch, epoch, opt, sched, cfg, rt, device)
             for k, v in terms.items():  # exactly the float64 sum of the terms' float32 values, as Python's was
                 terms_sum[k] = terms_sum.get(k, zero) + v.detach().double()
             nb += 1
@@ -260,6 +246,35 @@ def run(params: Params, spec: RunSpec) -> dict:
             bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
     elapsed = time.perf_counter() - t0
     return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen, device.type)
+
+
+def stage_optimizer(model, cfg: MethodConfig, starts: tuple[int, ...], k: int, steps_per_epoch: int):
+    """A fresh optimizer and schedule for training stage k (of `starts`, the method's `stage_starts`), over the
+    parameters the method trains in it (`enter_stage` first). -> (optimizer, scheduler or None)."""
+    model.enter_stage(k)
+    opt = make_optimizer(model, cfg)
+    end = starts[k + 1] if k + 1 < len(starts) else cfg.max_epochs
+    return opt, make_scheduler(opt, cfg, steps_per_epoch, end - starts[k])
+
+
+def train_step(model, batch: dict[str, torch.Tensor], epoch: int, opt, sched, cfg: MethodConfig,
+               rt: RuntimeConfig, device) -> dict[str, torch.Tensor]:
+    """One optimisation step of the loop on a batch already on `device`: forward and the method's loss terms under
+    the runtime's precision, backward, gradient clipping (cfg.grad_clip), the optimizer's step and a per-step
+    schedule's. -> the loss terms (device tensors, not read: no host synchronisation). `msarepro check-presets`
+    times this same function."""
+    with autocast(rt, device):
+        out_b = model(batch)
+        terms = model.losses(out_b, batch, epoch)
+        loss = sum(terms.values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    if sched is not None and cfg.scheduler != "plateau":
+        sched.step()
+    return terms
 
 
 def provide_inputs(model: str, cfg: MethodConfig, ds, data_root: str | Path) -> dict[str, dict]:

@@ -5,7 +5,7 @@ thin call into the package (no logic of its own here):
     info.py      list
     data.py      data synth | download | import-mmsa | import-imagetext | tokenize | extract | extract-images | check
     train.py     train, pretrain (and `pretrain --stage`, the pipeline's pretrain stage)
-    pipeline.py  sweep, evaluate, tables, check-regression
+    pipeline.py  sweep, evaluate, tables, figures, check-regression, check-presets
 """
 from __future__ import annotations
 

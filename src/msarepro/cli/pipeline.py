@@ -6,6 +6,9 @@
     msarepro tables [--metrics DIR --papers DIR --out DIR]
     msarepro figures [--sweep DIR --out DIR]                figures stage: the papers' figures from the sweep's runs
     msarepro check-regression [--update] [--strict] [--methods M ...]
+    msarepro check-presets [--methods M ...] [--datasets D ...] [--steps N] [--report]
+                                                            every method x real preset on synthetic data in the
+                                                            real shapes; --report: reports/tables/compute.md|tex
 
 The pretrain stage is `msarepro pretrain --stage` (cli/train.py); `sweep --pretrain NAME` is its deprecated
 former spelling, kept for one release.
@@ -118,6 +121,21 @@ def cmd_check_regression(args) -> int:
     return check(args.params, args.expected, args.update, args.strict, args.methods, args.verbose)
 
 
+def cmd_check_presets(args) -> int:
+    from ..presetcheck import check_presets, machine
+    from ..presetcheck.report import render_text, write_report
+
+    results = check_presets(args.params, args.set, args.methods, args.datasets, args.steps, args.device,
+                            args.threads, args.scale, isolate=not args.in_process, timeout=args.timeout,
+                            workdir=args.workdir)
+    print(render_text(results), flush=True)
+    if args.report:
+        settings = {"steps": args.steps, "threads": args.threads, "scale": args.scale}
+        paths = write_report(results, machine(args.device), settings, args.out)
+        print("wrote " + ", ".join(str(p) for p in paths))
+    return 1 if any(not r["ok"] for r in results) else 0
+
+
 def add_commands(sub) -> None:
     s = sub.add_parser("sweep", help="the sweep stage: (method x dataset x seed) jobs via Snakemake")
     s.add_argument("--profile", help="Snakemake profile (default: $MSAREPRO_PROFILE or profiles/local-cpu)")
@@ -165,3 +183,24 @@ def add_commands(sub) -> None:
     r.add_argument("-v", "--verbose", action="store_true", help="list every metric, not only the changed ones")
     with_params(r)
     r.set_defaults(fn=cmd_check_regression)
+
+    c = sub.add_parser("check-presets", help="build and train every method with every real dataset's preset for a "
+                       "few steps on synthetic data in that dataset's shapes; parameters, s/step, peak memory, "
+                       "errors (exit 1 on any failure)")
+    c.add_argument("--methods", nargs="+", help="methods or variants (default: every registered method)")
+    c.add_argument("--datasets", nargs="+", help="real datasets (mosi, sims, ...; each checked on its synth-like "
+                   "stand-in) or canonical dataset directories (default: every real dataset with a stand-in)")
+    c.add_argument("--steps", type=int, default=3, help="optimisation steps per training stage (default 3)")
+    c.add_argument("--device", help="cpu, cuda, cuda:1 (default: $MSAREPRO_DEVICE, else a GPU when there is one)")
+    c.add_argument("--threads", type=int, default=1, help="torch threads per pair (default 1)")
+    c.add_argument("--scale", type=float, help="size of the synthetic data relative to the real dataset (default: "
+                   "a few batches of the largest batch size)")
+    c.add_argument("--timeout", type=float, default=3600, help="seconds per pair before it fails (default 3600)")
+    c.add_argument("--in-process", action="store_true", help="check the pairs in this process (faster to start; "
+                   "the peak memory then includes what earlier pairs left allocated)")
+    c.add_argument("--workdir", help="keep the generated data and model folders here (default: a temporary folder)")
+    c.add_argument("--report", action="store_true", help="write reports/compute/<device>.json and the compute-cost "
+                   "table reports/tables/compute.md|tex (not a DVC output)")
+    c.add_argument("--out", default="reports", help="reports folder of --report (default reports)")
+    with_params(c)
+    c.set_defaults(fn=cmd_check_presets)

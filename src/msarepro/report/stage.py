@@ -10,6 +10,11 @@ import pandas as pd
 from .tables import (build_tables, latex_table, load_paper_results, markdown_table, paired_table, protocol_table,
                      variant_runs)
 
+# reports/tables/ files this stage never writes nor deletes: the compute-cost table of `msarepro check-presets
+# --report` (timings, so not a DVC output: dvc.yaml keeps reports/tables between runs, `persist`, and .dvcignore
+# leaves these files out of its hash).
+KEPT = ("compute.md", "compute.tex")
+
 
 def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_order: list[str] | None = None,
                   provenance: dict | None = None, params_path: Path | None = None) -> list[Path]:
@@ -60,5 +65,17 @@ def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_orde
         written += [out_dir / "tables" / f"{d}.md", out_dir / "tables" / f"{d}.tex"]
     figs = learning_curves(curves[~curves["method"].isin(skip)], out_dir / "figures")
     ablations = write_ablations(summary, paired, paper, params, out_dir)
+    remove_stale(out_dir / "tables", written + ablations["tables"])
     write_text(out_dir / "README.md", readme(summary, tables, figs, out_dir, provenance or {}, ablations))
     return written + figs + ablations["tables"] + ablations["figures"] + [out_dir / "README.md"]
+
+
+def remove_stale(folder: Path, written: list[Path]) -> list[Path]:
+    """Delete the files under `folder` that this run did not write (a dataset or ablation table no longer
+    produced), except `KEPT`. DVC does not empty reports/tables before the stage (it is persistent, so that the
+    compute table survives), so the stage does it. -> the deleted files."""
+    keep = {Path(p).resolve() for p in written} | {(folder / k).resolve() for k in KEPT}
+    gone = [f for f in sorted(Path(folder).rglob("*")) if f.is_file() and f.resolve() not in keep]
+    for f in gone:
+        f.unlink()
+    return gone
