@@ -13,7 +13,11 @@ def cmd_train(args) -> int:
     params = load_params(args)
     spec = RunSpec(model=args.model or params.model, dataset=args.dataset or params.dataset,
                    seed=params.seed if args.seed is None else args.seed, out=Path(args.out),
-                   resume=args.resume, device=args.device, progress=not args.no_progress)
+                   resume=args.resume, device=args.device, progress=not args.no_progress, preset=args.preset)
+    if args.reuse_from and args.preset:
+        from ..config import ConfigError
+        raise ConfigError("train: --reuse-from copies the sweep's run, which used the dataset's own preset; drop "
+                          "--preset, or --reuse-from to train with another preset")
     if args.reuse_from:  # the same run already trained by the sweep: copy it (the train stage after the sweep)
         from ..runtime import pick_device
         from ..sweep import Job, copy_run, reusable_run
@@ -82,6 +86,9 @@ def add_commands(sub) -> None:
                    "params.yaml `variants:` (`msarepro list` shows them); default: params.yaml `model`")
     t.add_argument("--dataset", help=f"registered name ({', '.join(sorted(DATASETS))}) or a dataset directory")
     t.add_argument("--seed", type=int)
+    t.add_argument("--preset", help="resolve methods.<m>.presets (and pretrain.presets) for this params.yaml preset "
+                   "instead of the dataset manifest's `preset` (e.g. the embedded synth-mosi preset on synth-like-mosi, "
+                   "a dataset in MOSI's real shapes); config.json records it under `preset`")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
