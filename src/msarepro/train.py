@@ -184,6 +184,8 @@ def run(params: Params, spec: RunSpec) -> dict:
         v = params.variants[spec.model]
         resolved["variant"] = {"name": spec.model, "method": method, "settings": to_jsonable(v.settings),
                                "pretrain": to_jsonable(v.pretrain)}
+    if model.adapted:  # settings fitted to the data's sizes (Method.fit_heads); absent when none was
+        resolved["adapted"] = model.adapted
     if inputs:
         resolved["method_inputs"] = inputs
     if tokens:
