@@ -72,7 +72,8 @@ def ridge_reference(ds) -> dict:
 def parameter_count(run_dir: Path) -> int:
     import torch
     state = torch.load(run_dir / "best.pt", map_location="cpu", weights_only=False)["model"]
-    return int(sum(t.numel() for k, t in state.items() if t.is_floating_point() and "running_" not in k))
+    return int(sum(t.numel() for k, t in state.items()  # trained tensors: no BatchNorm statistics, no retrieval bank
+                   if isinstance(t, torch.Tensor) and t.is_floating_point() and "running_" not in k))
 
 
 def train_one(params, method: str, data_dir: Path, like: str, seed: int, work: Path) -> dict:
@@ -141,13 +142,14 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--work", type=Path, help="data, runs and pretraining (default: a temporary folder)")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    ap.add_argument("--append", action="store_true", help="keep the results already in <out>'s JSON (other methods "
+                    "or datasets, measured by an earlier invocation with the same --work data) and add these")
     ap.add_argument("-S", "--set", action="append", default=[], metavar="KEY=VALUE", help="params.yaml override")
     args = ap.parse_args(argv)
 
     import torch
 
     from msarepro import config
-    from msarepro.config import ConfigError
     from msarepro.data import load_dataset
     from msarepro.data.synth_like import write_like
     from msarepro.methods import validate_params
@@ -160,13 +162,20 @@ def main(argv=None) -> int:
               "threads": torch.get_num_threads(), "torch": torch.__version__,
               "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "seed": args.seed,
               "overrides": args.set, "datasets": {}}
+    previous = args.out / "presets_on_real_shapes.json"
+    if args.append and previous.exists():
+        old = json.loads(previous.read_text())
+        record["datasets"] = old["datasets"]
+        if not old["date"].endswith(record["date"]):
+            record["date"] = f"{old['date']}; {record['date']}"
     for like in args.likes:
         data_dir = work / "data" / f"synth-like-{like}"
         if not (data_dir / "manifest.json").exists():
             write_like(like, data_dir, seed=params.data.synth_seed)
         ds = load_dataset(data_dir)
+        kept = record["datasets"].get(like, {}).get("methods", {})
         d = record["datasets"][like] = {"preset": EMBEDDED[like], "metric_family": ds.manifest.metric_family,
-                                        "splits": ds.manifest.splits, "ridge": ridge_reference(ds), "methods": {}}
+                                        "splits": ds.manifest.splits, "ridge": ridge_reference(ds), "methods": kept}
         del ds
         print(f"{like}: ridge {d['ridge']['test']}", flush=True)
         write(record, args.out)
@@ -174,7 +183,7 @@ def main(argv=None) -> int:
             try:
                 d["methods"][method] = r = train_one(params, method, data_dir, like, args.seed, work)
                 print(f"{like} {method}: {r['test']} best {r['best_epoch']}/{r['epochs']} {r['seconds']} s", flush=True)
-            except (ConfigError, FileNotFoundError) as e:  # e.g. a pretraining pool the set does not have
+            except Exception as e:  # noqa: BLE001 -- recorded: e.g. a pretraining pool the set does not have
                 d["methods"][method] = {"error": str(e).split("\n")[0][:200]}
                 print(f"{like} {method}: {e}", file=sys.stderr, flush=True)
             write(record, args.out)

@@ -9,7 +9,7 @@ import pytest
 from msarepro.config import ConfigError
 from msarepro.train import RunSpec, run
 
-from .conftest import fast_params
+from .conftest import ROOT, fast_params
 
 LIKE_SCALE = 0.0125  # MOSI-like: 16 / 3 / 9 clips; CH-SIMS-like: 17 / 6 / 6
 
@@ -114,3 +114,20 @@ def test_adapted_heads_recorded_in_config_json(tmp_path, like_data):
     cfg = json.loads((tmp_path / "r" / "config.json").read_text())
     assert cfg["adapted"] == {"audio_heads": {"configured": 2, "used": 1, "width": 33},
                               "video_heads": {"configured": 4, "used": 1, "width": 709}}
+
+
+def test_pretrain_preset_resolves_that_preset(tmp_path, like_data, capsys):
+    """AE-MT's pretraining with --preset synth-mosi pretrains with that preset's settings (its key), on MOSI's
+    shapes; an unknown name, or --preset with --stage, is refused."""
+    from msarepro.cli import main
+    from msarepro.methods import pretrain_settings
+    from msarepro.pretrain.run import run_pretraining
+
+    from .conftest import pretrain_params
+    params = pretrain_params(tmp_path / "data", 1)
+    r = run_pretraining(params, str(like_data["mosi"]), 1, tmp_path / "enc", progress=False, preset="synth-mosi")
+    assert r["key"] == pretrain_settings(params, "aemt", "synth-mosi")[1] != pretrain_settings(params, "aemt", "mosi")[1]
+    P = ["--params", str(ROOT / "params.yaml")]
+    for extra in (["--preset", "synth-mosy"], ["--preset", "synth-mosi", "--stage"]):
+        assert main(["pretrain", "--dataset", str(like_data["mosi"]), "--out", str(tmp_path / "x"), *extra, *P]) == 2
+    assert "synth-mosy" in capsys.readouterr().err
