@@ -9,18 +9,20 @@ from .common import load_params, with_params
 
 def cmd_data_synth(args) -> int:
     from ..config import ConfigError
+    from ..data.registry import DATASETS
     from ..data.synth import GENERATORS, generate
     from ..data.synth_like import LIKE, like_of, write_like
 
-    out = args.out or str(Path(load_params(args).data.root) / args.name)
     like = like_of(args.name)
     if args.like is not None:
         if like is not None and like != args.like:
             raise ConfigError(f"data synth {args.name} --like {args.like}: the name says {like}; give another name "
                               f"or --like {like}")
-        if args.name in GENERATORS:
-            raise ConfigError(f"data synth {args.name} --like {args.like}: {args.name} is an embedded set; give the "
-                              "synthetic-like set another name")
+        if args.name in DATASETS and like is None:  # never a synthetic set under a real or embedded set's name
+            raise ConfigError(f"data synth {args.name} --like {args.like}: {args.name} is a registered dataset "
+                              f"({DATASETS[args.name].source}); give the synthetic-like set another name")
+    out = args.out or str(Path(load_params(args).data.root) / args.name)
+    if args.like is not None:
         m = write_like(args.like, out, seed=args.seed, scale=args.scale, name=args.name)
     elif like is not None or args.name in GENERATORS:
         m = generate(args.name, out, seed=args.seed, scale=args.scale)

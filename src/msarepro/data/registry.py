@@ -153,6 +153,7 @@ for _real in [i for i in DATASETS.values() if i.source not in ("synth", "media")
     register_dataset(DatasetInfo(LIKE_PREFIX + _real.name, _real.family, _real.metric_family, "synth-like",
                                  f"synthetic, in {_real.name}'s shapes, label grid and split proportions "
                                  f"(preset {_real.name})", extra={"like": _real.name}))
+del _real
 
 
 def dataset_dir(name_or_path: str, data_root: str | Path) -> Path:

@@ -38,9 +38,9 @@ mapped to the dataset's range and grid (MOSI: 0.2, the mean of five annotators' 
 three annotators; CH-SIMS (v2): M / 3 on 0.2, five annotators' -1 / 0 / 1, with T = z_t / 2, A, V = what audio,
 vision show / 1.2). What carries it:
     text: two sentiment words (one two-character word in Chinese) from 20 ordered bins of z_t, and the cue words;
-        the text features are a fixed random embedding of each token plus noise (0.3), plus 0.5 z_t u_t on every
-        real token (contextual features spread a sentence's sentiment over its tokens) and 1.5 z_t u_t more on
-        the sentiment words (u_t a unit direction of the 768-d space)
+        the text features are a fixed random embedding of each token (sd 0.5) plus noise (sd 0.3), plus
+        0.2 z_t u_t on every real token (contextual features spread a sentence's sentiment over its tokens) and
+        1.5 z_t u_t more on the sentiment words (u_t a unit direction of the 768-d space)
     audio / vision: per-frame noise with a per-feature scale (log-uniform in [0.5, 2]), plus AV_AMP x shown
         sentiment along a unit direction on one contiguous span of SPAN (20%) of the clip's frames.
 Lengths (ours, not measured on the releases): one duration fraction per clip f ~ Beta(2, 3); text tokens
@@ -58,6 +58,7 @@ from __future__ import annotations
 import pickle
 import shutil
 import tempfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -200,6 +201,12 @@ def like_of(name: str) -> str | None:
     return None
 
 
+def _rng(seed: int, like: str) -> np.random.Generator:
+    """The generator of one set: its seed and the real dataset's name (CRC-32), so that sets of the same shapes
+    (MVSA-Single, MVSA-Multiple) differ at the same seed."""
+    return np.random.default_rng([seed, zlib.crc32(like.encode("utf-8"))])
+
+
 # ---------------------------------------------------------------------------------------------- trimodal
 def _lengths(rng: np.random.Generator, f: np.ndarray, L: int, floor: int, text: bool) -> np.ndarray:
     if text:
@@ -276,7 +283,7 @@ def _trimodal_split(rng, spec: LikeSpec, n: int, split: str, emb_rows: np.ndarra
         e = min(n, s + 256)
         x = emb[emb_rows[ids[s:e]]]
         x += 0.3 * rng.standard_normal(x.shape, dtype=np.float32)
-        amp = (0.5 * real[s:e] + 1.5 * sent_mask[s:e]) * z_t[s:e, None]
+        amp = (0.2 * real[s:e] + 1.5 * sent_mask[s:e]) * z_t[s:e, None]
         x += amp.astype(np.float32)[:, :, None] * dirs["text"]
         x *= real[s:e, :, None]
         text[s:e] = x
@@ -310,7 +317,7 @@ def _trimodal_split(rng, spec: LikeSpec, n: int, split: str, emb_rows: np.ndarra
 def _write_trimodal(spec: LikeSpec, out: Path, name: str, seed: int, scale: float | None) -> Manifest:
     from .mmsa import import_mmsa
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, spec.like)
     zh = _zh_ids() if spec.metric_family == "sims" else None
     used = sorted(set(spec.special_ids.values()) | (set(zh.values()) if zh else
                   {t for _, t in SENT_EN + FILLER_EN + tuple(CUE_EN.values())}))
@@ -354,7 +361,7 @@ def _write_image_text(spec: LikeSpec, out: Path, name: str, seed: int, scale: fl
 
     from .imagetext import write_image_text_dataset
 
-    rng = np.random.default_rng(seed)
+    rng = _rng(seed, spec.like)
     C = len(spec.class_names)
     priors = CLASS_PRIORS.get(C, tuple([1 / C] * C))
     S = spec.image_shape[-1]
