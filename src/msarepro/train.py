@@ -36,6 +36,7 @@ DVC leaves it out of the outputs' hashes (.dvcignore) and git ignores it.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -121,6 +122,27 @@ class RunSpec:
     resume: bool = False
     device: str | None = None
     progress: bool = True
+    preset: str | None = None  # `train --preset`: this params.yaml preset instead of the manifest's
+
+
+def known_presets(params: Params) -> set[str]:
+    """Every dataset preset params.yaml names (under methods.<m>.presets, variants' settings, pretrain.presets)."""
+    blocks = [*params.methods.values(), *(v.settings for v in params.variants.values())]
+    names = {p for b in blocks if isinstance(b, dict) for p in (b.get("presets") or {})}
+    return names | set(params.pretrain.presets or {})
+
+
+def with_preset_override(params: Params, ds, preset: str | None):
+    """`ds` with its manifest's preset replaced by `preset` (`train --preset`), so that every setting resolves as for
+    that dataset (e.g. the embedded synth-mosi preset on a dataset in MOSI's real shapes); `ds` itself when None."""
+    if not preset:
+        return ds
+    known = known_presets(params)
+    if preset not in known:
+        raise ConfigError(f"--preset {preset!r}: params.yaml has no such preset (under methods.<m>.presets, "
+                          f"variants or pretrain.presets); known: {', '.join(sorted(known))}")
+    ds.manifest = dataclasses.replace(ds.manifest, preset=preset)
+    return ds
 
 
 def run(params: Params, spec: RunSpec) -> dict:
@@ -129,6 +151,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     data_dir = ensure_dataset(spec.dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes,  # runtime.load: whole, or read per batch
                       lazy=should_load_lazily(data_dir, params.runtime))
+    ds = with_preset_override(params, ds, spec.preset)
     cfg = method_config(params, spec.model, ds.manifest.preset or ds.manifest.name)  # a variant's settings applied
     method = method_of(params, spec.model)  # the registered method behind a variant name
     tokens = provide_inputs(method, cfg, ds, params.data.root)  # the dataset checked, before anything loads
@@ -157,6 +180,8 @@ def run(params: Params, spec: RunSpec) -> dict:
         v = params.variants[spec.model]
         resolved["variant"] = {"name": spec.model, "method": method, "settings": to_jsonable(v.settings),
                                "pretrain": to_jsonable(v.pretrain)}
+    if model.adapted:  # settings fitted to the data's sizes (Method.fit_heads); absent when none was
+        resolved["adapted"] = model.adapted
     if inputs:
         resolved["method_inputs"] = inputs
     if tokens:

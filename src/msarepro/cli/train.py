@@ -13,7 +13,11 @@ def cmd_train(args) -> int:
     params = load_params(args)
     spec = RunSpec(model=args.model or params.model, dataset=args.dataset or params.dataset,
                    seed=params.seed if args.seed is None else args.seed, out=Path(args.out),
-                   resume=args.resume, device=args.device, progress=not args.no_progress)
+                   resume=args.resume, device=args.device, progress=not args.no_progress, preset=args.preset)
+    if args.reuse_from and args.preset:
+        from ..config import ConfigError
+        raise ConfigError("train: --reuse-from copies the sweep's run, which used the dataset's own preset; drop "
+                          "--preset, or --reuse-from to train with another preset")
     if args.reuse_from:  # the same run already trained by the sweep: copy it (the train stage after the sweep)
         from ..runtime import pick_device
         from ..sweep import Job, copy_run, reusable_run
@@ -49,14 +53,24 @@ def cmd_pretrain(args) -> int:
         if args.seed is not None:
             raise ConfigError("pretrain --stage: --seed does not apply; the stage pretrains with params.yaml's "
                               "pipeline.pretrain_seed (set that, or drop --stage)")
+        if args.preset is not None:
+            raise ConfigError("pretrain --stage: --preset does not apply; the stage pretrains with each dataset's own "
+                              "preset (drop --stage to pretrain with another)")
         if args.model is not None:
             raise ConfigError("pretrain --stage: --model does not apply; the stage pretrains for every run of the "
                               "grid and the train stage that needs it, once per pretraining key (drop --stage to "
                               "pretrain for one name)")
         return pretrain_stage(params, dataset, args.out, device=args.device, progress=not args.no_progress)
     from ..pretrain.run import run_pretraining
+    if args.preset:
+        from ..train import known_presets
+        from ..config import ConfigError
+        if args.preset not in known_presets(params):
+            raise ConfigError(f"pretrain --preset {args.preset!r}: params.yaml has no such preset; known: "
+                              f"{', '.join(sorted(known_presets(params)))}")
     r = run_pretraining(params, dataset, params.seed if args.seed is None else args.seed, args.out,
-                        device=args.device, progress=not args.no_progress, name=args.model or "aemt")
+                        device=args.device, progress=not args.no_progress, name=args.model or "aemt",
+                        preset=args.preset)
     print(json.dumps({k: r[k] for k in ("dataset", "key", "pool", "best_epoch", "tamper_chance", "initial", "best")},
                      indent=2))
     return 0
@@ -82,6 +96,9 @@ def add_commands(sub) -> None:
                    "params.yaml `variants:` (`msarepro list` shows them); default: params.yaml `model`")
     t.add_argument("--dataset", help=f"registered name ({', '.join(sorted(DATASETS))}) or a dataset directory")
     t.add_argument("--seed", type=int)
+    t.add_argument("--preset", help="resolve methods.<m>.presets (and pretrain.presets) for this params.yaml preset "
+                   "instead of the dataset manifest's `preset` (e.g. the embedded synth-mosi preset on synth-like-mosi, "
+                   "a dataset in MOSI's real shapes); config.json records it under `preset`")
     t.add_argument("--out", required=True, help="run directory")
     t.add_argument("--resume", action="store_true", help="continue from the run directory's last checkpoint")
     t.add_argument("--device", help="auto (default), cpu, cuda, cuda:1 ... (or MSAREPRO_DEVICE)")
@@ -103,6 +120,8 @@ def add_commands(sub) -> None:
     pt.add_argument("--model", help="the run name to pretrain for: aemt (default) or one of its variants of "
                     "params.yaml `variants:` (its `pretrain:` and encoder settings apply); not with --stage")
     pt.add_argument("--seed", type=int, help="default: params.yaml `seed` (not with --stage: the stage uses pipeline.pretrain_seed)")
+    pt.add_argument("--preset", help="resolve pretrain.presets and methods.<m>.presets for this params.yaml preset "
+                    "instead of the dataset manifest's (as `train --preset`; not with --stage)")
     pt.add_argument("--out", required=True, help="output directory (encoders.pt, history.csv, metrics.json)")
     pt.add_argument("--stage", action="store_true",
                     help="the pipeline's pretrain stage: pretrain only if an AE-MT run (or variant) of the sweep, "

@@ -16,6 +16,9 @@ A method is an nn.Module with:
     enter_stage(stage)     optional, called before a stage's optimizer is built (and on resume inside it), so
                            that param_groups() can return that stage's trainable parameters
     count(name, n)         record a per-epoch counter; the loop writes each as history.csv column train_<name>
+    fit_heads(setting, width, heads)  a head count for a width fixed by the data (a feature size): the configured
+                           one when it divides the width, else the largest divisor below it, recorded in
+                           `adapted` (config.json "adapted"), so that presets build on any feature sizes
 
 Before anything is built, three class-level hooks say what the method needs from a dataset:
     token_requests(cfg, manifest)  the token ids it reads (batch key, tokenizer, length); the loop provides them
@@ -33,6 +36,7 @@ and one on the built model:
 """
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import torch
@@ -62,6 +66,20 @@ class Method(nn.Module):
         self.manifest = manifest
         self.task = manifest.task
         self.out_dim = manifest.num_classes if manifest.task == "classification" else 1
+        self.adapted: dict[str, dict[str, int]] = {}  # settings changed to fit the data (`fit_heads`); config.json
+
+    def fit_heads(self, setting: str, width: int, heads: int) -> int:
+        """The head count `setting` (= `heads`) resolves to on a `width`-wide input (blocks.fitting_heads): itself
+        when it divides `width`, else the largest divisor below it, said on stderr and recorded in `adapted` (the
+        training loop writes it to config.json under "adapted"), so that e.g. an embedded-data preset's 2 audio
+        heads become 1 on MOSI's 5-d audio instead of stopping the run."""
+        from .blocks import fitting_heads
+        used = fitting_heads(width, heads)
+        if used != heads:
+            self.adapted[setting] = {"configured": heads, "used": used, "width": width}
+            print(f"methods.{self.name}.{setting}: {heads} heads do not divide the {width}-d input of dataset "
+                  f"{self.manifest.name!r}; using {used} (the largest divisor below {heads})", file=sys.stderr)
+        return used
 
     # -- what the method needs from a dataset (class level: nothing is built, nothing loads) ---------------------
     @classmethod

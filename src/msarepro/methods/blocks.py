@@ -9,6 +9,16 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def fitting_heads(width: int, heads: int) -> int:
+    """The head count for attention over a `width`-wide input configured with `heads`: `heads` itself when it
+    divides `width` (every published setting on its own dataset), else the largest divisor of `width` below it (1 at
+    worst, e.g. CH-SIMS's 709-d vision), so that a preset chosen for one dataset's feature sizes builds on any
+    other's (multi-head attention splits the width into heads of width / heads each)."""
+    if heads < 1:
+        raise ValueError(f"a head count must be at least 1 (got {heads})")
+    return max(h for h in range(1, min(heads, width) + 1) if width % h == 0)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """x: (B, L, D), mask: (B, L) -> (B, D), the mean over real positions."""
     m = mask.unsqueeze(-1).to(x.dtype)

@@ -267,10 +267,14 @@ class CLGSI(Method):
         mods = manifest.modalities
         self.text = TextEncoder(cfg.text_encoder, manifest)
         d_t = self.text.out_dim
-        self.text_ctx = SeqEncoder(d_t, cfg.text_heads, cfg.text_layers, 4 * d_t, cfg.av_dropout) \
-            if cfg.text_encoder == "features" and cfg.text_layers > 0 else None
-        self.audio = SeqEncoder(mods["audio"]["dim"], cfg.audio_heads, cfg.av_layers, cfg.av_ff, cfg.av_dropout)
-        self.vision = SeqEncoder(mods["vision"]["dim"], cfg.video_heads, cfg.av_layers, cfg.av_ff, cfg.av_dropout)
+        # the encoders run at the feature widths, so head counts that do not divide one are fitted (fit_heads)
+        self.text_ctx = SeqEncoder(d_t, self.fit_heads("text_heads", d_t, cfg.text_heads), cfg.text_layers,
+                                   4 * d_t, cfg.av_dropout) if cfg.text_encoder == "features" and cfg.text_layers > 0 else None
+        d_a, d_v = mods["audio"]["dim"], mods["vision"]["dim"]
+        self.audio = SeqEncoder(d_a, self.fit_heads("audio_heads", d_a, cfg.audio_heads), cfg.av_layers, cfg.av_ff,
+                                cfg.av_dropout)
+        self.vision = SeqEncoder(d_v, self.fit_heads("video_heads", d_v, cfg.video_heads), cfg.av_layers, cfg.av_ff,
+                                 cfg.av_dropout)
         dims = {"text": d_t, "audio": mods["audio"]["dim"], "vision": mods["vision"]["dim"]}
         head_in = 0
         if cfg.use_common:

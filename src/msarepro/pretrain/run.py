@@ -120,8 +120,10 @@ def evaluate(model, split: SplitTensors, idx: torch.Tensor, cfg: PretrainConfig,
 
 
 def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, device: str | None = None,
-                    progress: bool = True, name: str = AEMT.name) -> dict:
-    """Pretrain the encoders a run of `name` (AE-MT or a variant) loads on `dataset`, into `out`."""
+                    progress: bool = True, name: str = AEMT.name, preset: str | None = None) -> dict:
+    """Pretrain the encoders a run of `name` (AE-MT or a variant) loads on `dataset`, into `out`. preset: the
+    params.yaml preset to resolve the settings for (`pretrain --preset`, as `train --preset`; default: the
+    manifest's)."""
     out = Path(out)
     data_dir = ensure_dataset(dataset, params.data.root, params.data.synth_seed, params.data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=params.data.verify_hashes, splits=("train", "unlabeled"),
@@ -129,7 +131,7 @@ def run_pretraining(params: Params, dataset: str, seed: int, out: str | Path, de
     manifest = ds.manifest
     if manifest.family != "trimodal":
         raise ConfigError(f"AE-MT pretraining needs a trimodal dataset; {manifest.name!r} is {manifest.family}")
-    preset = manifest.preset or manifest.name
+    preset = preset or manifest.preset or manifest.name
     cfg, key, spec = pretraining_of(params, name, preset)
     dev = pick_device(device)
     seed_everything(seed)
