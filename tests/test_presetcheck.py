@@ -53,15 +53,16 @@ def test_mult_sims_preset_passes_and_the_report_holds_machine_and_date(tmp_path,
 
 
 def test_a_preset_that_real_shapes_break_fails_with_its_message_and_exit_1(capsys):
-    """CLGSI's audio heads must divide the audio width, 5 on MOSI: a head count of 2 passes params.yaml's checks
-    but not the build on MOSI's shapes; the pair, checked in a process of its own (the default), fails with the
-    model's message and the command exits 1."""
-    code = main(["check-presets", "--methods", "clgsi", "--datasets", "mosi", "--steps", "1",
-                 "-S", "methods.clgsi.presets.mosi.audio_heads=2"])
+    """INFIG's top_j must not exceed the patches of the ResNet's last grid: 7 x 7 = 49 at the real image-text sets'
+    224 pixels. top_j = 50 passes params.yaml's checks but not the method's check on MVSA's shapes; the pair,
+    checked in a process of its own (the default), fails with the method's message and the command exits 1. (Head
+    counts that a feature width does not divide no longer fail: they are fitted, see test_presets_shapes.py.)"""
+    code = main(["check-presets", "--methods", "infig", "--datasets", "mvsa-single", "--steps", "1",
+                 "-S", "methods.infig.presets.mvsa-single.top_j=50"])
     out = capsys.readouterr()
     assert code == 1
-    row = next(line for line in out.out.splitlines() if line.startswith("clgsi"))
-    assert "FAILED (build)" in row and "5" in row and "(got 2)" in row, row
+    row = next(line for line in out.out.splitlines() if line.startswith("infig"))
+    assert "FAILED" in row and "7 x 7 grid" in row and "top_j = 50" in row, row
     assert "0 ok, 1 failed" in out.out
 
 
