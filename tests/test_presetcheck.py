@@ -108,3 +108,37 @@ def test_the_tables_stage_keeps_the_compute_table_and_drops_its_own_stale_files(
     assert out == {"cache": False, "persist": True}
     ignored = (ROOT / ".dvcignore").read_text().splitlines()
     assert all(f"reports/tables/{k}" in ignored for k in KEPT)
+
+
+def test_a_partial_report_replaces_its_own_rows_and_keeps_the_others(tmp_path, monkeypatch):
+    """--report of some pairs on the same machine and settings updates those rows only (each row keeps the date of
+    the run that measured it); another machine starts the file anew."""
+    from msarepro.presetcheck import report
+
+    dates = iter(["2026-12-01 10:00 UTC", "2026-12-02 11:00 UTC", "2026-12-03 12:00 UTC"])
+
+    class Clock:
+        @staticmethod
+        def now(tz=None):
+            class D:
+                strftime = staticmethod(lambda fmt: next(dates))
+            return D()
+
+    monkeypatch.setattr(report.dt, "datetime", Clock)
+    machine = {"device": "cpu", "cpu": "X", "cpu_count": 2, "torch": "2.13.0", "capability": "AVX2"}
+    settings = {"steps": 3, "threads": 1, "scale": None}
+
+    def pair(name, dataset, ok, s):
+        return {"name": name, "dataset": dataset, "preset": dataset, "ok": ok, "s_per_step": s, "params": 10,
+                "error": None if ok else "boom", "phase": None if ok else "tokens"}
+
+    report.write_report([pair("a", "mosi", True, 1.0), pair("b", "hfm", False, None)], machine, settings, tmp_path)
+    report.write_report([pair("b", "hfm", True, 2.0)], machine, settings, tmp_path)
+    doc = json.loads((tmp_path / "compute" / "cpu.json").read_text())
+    assert [(q["name"], q["ok"], q["date"]) for q in doc["pairs"]] == [
+        ("a", True, "2026-12-01 10:00 UTC"), ("b", True, "2026-12-02 11:00 UTC")]
+    md = (tmp_path / "tables" / "compute.md").read_text()
+    assert "pairs from 2 runs" in md and "boom" not in md
+    report.write_report([pair("b", "hfm", True, 3.0)], {**machine, "cpu": "Y"}, settings, tmp_path)
+    doc = json.loads((tmp_path / "compute" / "cpu.json").read_text())
+    assert [q["name"] for q in doc["pairs"]] == ["b"]

@@ -69,15 +69,28 @@ def device_key(m: dict) -> str:
 
 
 def write_results(results: list[dict], machine: dict, settings: dict, root: Path) -> Path:
-    """reports/compute/<device>.json: this run's pairs (RESULT_FIELDS), the machine, the date, the settings."""
+    """reports/compute/<device>.json: this run's pairs (RESULT_FIELDS, each with this run's date and commit), the
+    machine, the settings. Pairs of an earlier run on the same machine (same CPU or GPU, torch, threads, steps) that
+    this run did not check are kept with their own date and commit, so a partial run (e.g. --methods text_only)
+    updates its rows only; on another machine or settings the file is replaced."""
     from ..io import write_json
 
     commit = _git("rev-parse", "HEAD")
     dirty = bool(_git("status", "--porcelain", "--untracked-files=no")) if commit != "unknown" else None
-    doc = {"machine": machine, "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-           "commit": commit, "dirty": dirty, "settings": settings,
-           "pairs": [{k: r.get(k) for k in (*RESULT_FIELDS, "in_params")} for r in results]}
+    date = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    pairs = [{**{k: r.get(k) for k in (*RESULT_FIELDS, "in_params")}, "date": date, "commit": commit, "dirty": dirty}
+             for r in results]
     path = Path(root) / "compute" / f"{device_key(machine)}.json"
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        if old.get("machine") == machine and old.get("settings") == settings:
+            new = {(q["name"], q["dataset"]): q for q in pairs}
+            kept = [{"date": old.get("date"), "commit": old.get("commit"), "dirty": old.get("dirty"), **q}
+                    for q in old["pairs"] if (q["name"], q["dataset"]) not in new]
+            order = [(q["name"], q["dataset"]) for q in old["pairs"]]
+            pairs = sorted(kept + pairs, key=lambda q: (order.index((q["name"], q["dataset"]))
+                                                        if (q["name"], q["dataset"]) in order else len(order)))
+    doc = {"machine": machine, "date": date, "commit": commit, "dirty": dirty, "settings": settings, "pairs": pairs}
     write_json(path, doc)
     return path
 
@@ -91,9 +104,13 @@ def load_results(root: Path) -> dict[str, dict]:
 def _machine_line(key: str, doc: dict) -> str:
     m, s = doc["machine"], doc.get("settings", {})
     what = m.get("gpu") or m.get("cpu", "?")
+    runs = sorted({(q.get("date") or doc["date"], str(q.get("commit") or doc.get("commit", "?"))[:10],
+                    bool(q.get("dirty", doc.get("dirty")))) for q in doc["pairs"]}, reverse=True)
+    when = "; ".join(f"{d}, commit {c}{' (with local changes)' if dirty else ''}" for d, c, dirty in runs)
+    if len(runs) > 1:
+        when = f"pairs from {len(runs)} runs: {when}"
     return (f"{key}: {what} ({m.get('cpu_count')} CPU cores, torch {m.get('torch')}, {m.get('capability', '')}), "
-            f"{s.get('threads', '?')} torch thread(s), {s.get('steps', '?')} steps per training stage, "
-            f"{doc['date']}, commit {str(doc.get('commit', '?'))[:10]}{' (with local changes)' if doc.get('dirty') else ''}")
+            f"{s.get('threads', '?')} torch thread(s), {s.get('steps', '?')} steps per training stage, {when}")
 
 
 def compute_tables(docs: dict[str, dict]) -> tuple[str, str]:
