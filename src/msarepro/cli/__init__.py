@@ -6,6 +6,7 @@ thin call into the package (no logic of its own here):
     data.py      data synth | download | import-mmsa | import-imagetext | tokenize | extract | extract-images | check
     train.py     train, pretrain (and `pretrain --stage`, the pipeline's pretrain stage)
     pipeline.py  sweep, evaluate, tables, figures, check-regression, check-presets
+    robustness.py  robustness (issue 18: checkpoints under test-time perturbations)
 """
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import data, info, pipeline, train
+    from . import data, info, pipeline, robustness, train
 
     p = argparse.ArgumentParser(prog="msarepro", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="cmd", required=True)
-    for group in (info, data, train, pipeline):
+    for group in (info, data, train, pipeline, robustness):
         group.add_commands(sub)
     return p
 

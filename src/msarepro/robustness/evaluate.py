@@ -257,6 +257,9 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path, items: Sequen
         bad = sorted(set(modalities) - known)
         if bad:
             raise ConfigError(f"--modalities: unknown {', '.join(bad)}; known: {', '.join(sorted(known))}")
+    for d in run_dirs:  # every run checked before any is evaluated
+        for name in ("config.json", "metrics.json", "best.pt"):
+            _run_file(Path(d), name)
     rows = []
     for d in run_dirs:
         t0 = time.perf_counter()

@@ -1,0 +1,40 @@
+"""`msarepro robustness RUN_DIR... --out FILE.csv`: finished runs' valid-selected checkpoints scored on their test
+split under test-time perturbations (LNLN's random drop, modality removal, noise, shift; image-text token drops,
+patch masks, removal), one long CSV (docs/robustness.md)."""
+from __future__ import annotations
+
+
+def cmd_robustness(args) -> int:
+    from ..robustness.evaluate import evaluate_runs, parse_rates
+
+    table = evaluate_runs(args.runs, args.out, items=_split(args.perturbations), rates=parse_rates(args.rates),
+                          modalities=_split(args.modalities), device=args.device, seed=args.eval_seed,
+                          progress=not args.no_progress)
+    print(f"{args.out}: {len(table)} rows ({table['run'].nunique()} runs)")
+    return 0
+
+
+def _split(text: str | None) -> list[str] | None:
+    return None if text is None else [x.strip() for x in text.split(",") if x.strip()]
+
+
+def add_commands(sub) -> None:
+    sp = sub.add_parser("robustness", help="score runs' best checkpoints on the test split under perturbations "
+                                           "(missing data, removed modalities, noise, misalignment)")
+    sp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (with best.pt)")
+    sp.add_argument("--out", required=True, help="the long CSV to write (dataset,method,seed,run,perturbation,"
+                                                 "modalities,severity,metric,value)")
+    sp.add_argument("--rates", default="0:0.9:0.1",
+                    help="missing rates of random_drop / token_drop / patch_mask: START:STOP:STEP or a comma list "
+                         "(default 0:0.9:0.1, LNLN's)")
+    sp.add_argument("--modalities", help="comma list narrowing what random_drop, noise and shift touch, and which "
+                                         "removals run (default: all; text,audio,vision or text,image)")
+    sp.add_argument("--perturbations", help="comma list of kinds (random_drop, remove, noise, shift, token_drop, "
+                                            "patch_mask) or single ones (noise@10, remove@TA, shift@3); default: "
+                                            "every kind of each run's dataset family")
+    sp.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: as training; the run's own device type "
+                                     "reproduces its metrics exactly)")
+    sp.add_argument("--eval-seed", type=int, default=1111, help="seed of the drop masks and noise (default 1111, "
+                                                                "LNLN's); the same for every run")
+    sp.add_argument("--no-progress", action="store_true")
+    sp.set_defaults(fn=cmd_robustness)
