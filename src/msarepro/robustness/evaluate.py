@@ -199,8 +199,9 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
 
 
 def modalities_read(p: Perturbation, reads: Iterable[str]) -> tuple[str, ...]:
-    """The modalities of `p` that the model reads (one of their batch keys is among `reads`)."""
-    reads = set(reads)
+    """The modalities of `p` that the model reads (one of their batch keys is among `reads`; noise changes
+    feature sequences only, so a text read as token ids does not count for it)."""
+    reads = set(reads) - (set(ID_KEYS) if p.name == "noise" else set())
     return tuple(m for m in p.modalities if reads & set(MODALITY_KEYS[m]))
 
 
@@ -258,7 +259,7 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path, items: Sequen
         if bad:
             raise ConfigError(f"--modalities: unknown {', '.join(bad)}; known: {', '.join(sorted(known))}")
     for d in run_dirs:  # every run checked before any is evaluated
-        for name in ("config.json", "metrics.json", "best.pt"):
+        for name in ("best.pt", "config.json", "metrics.json"):
             _run_file(Path(d), name)
     rows = []
     for d in run_dirs:

@@ -21,14 +21,15 @@ Families (`KINDS`; one `Perturbation` = a kind, a severity and the modalities it
     patch_mask@r    image-text: each 16 x 16-pixel patch of the image zeroed with probability r.
 
 Randomness. Evaluation (seed given, default `EVAL_SEED` = 1111, LNLN's): each sample draws from its own generator,
-seeded from (seed, the batch key, the sample's row in the split), so the masks and the noise depend on neither
+seeded from (seed, the modality, the sample's row in the split), so the masks and the noise depend on neither
 the batch size, the batch order nor the other samples, and are the same for every checkpoint, method and seed;
-every modality (batch key) has its own stream. This is why we draw per sample rather than for the whole split at
-once as LNLN's numpy code does: the same drops whatever batches a method's predict pass uses (and for lazily
-loaded splits) at the cost of one small generator per sample. The uniforms do not depend on r, so the drops
-at a rate contain those at every smaller rate. Training (seed None): one draw per batch from `generators`
-({modality: torch.Generator}) or, without one, from torch's global RNG (which the training loop seeds and
-checkpoints, so that a resumed run draws the same drops). A rate is a float or a per-sample tensor (B,).
+every modality has its own stream (LNLN re-seeds per modality). We draw per sample rather than for the whole
+split at once, as LNLN's numpy code does, so that the drops are the same whatever batches a method's predict
+pass uses (and for lazily loaded splits), at the cost of one small generator per sample. The uniforms do not
+depend on r, so the drops at a rate contain those at every smaller rate. Training (seed None): one draw per
+batch from `generators` ({modality: torch.Generator}) or, without one, from torch's global RNG (which the
+training loop seeds and checkpoints, so that a resumed run draws the same drops). A rate is a float or a
+per-sample tensor (B,).
 """
 from __future__ import annotations
 
@@ -84,10 +85,11 @@ def _per_sample(batch: dict, stream: str, seed: int, sizes: Sequence[tuple[int, 
 def uniforms(batch: dict, key: str, real: torch.Tensor, seed: int | None,
              generators: Mapping[str, torch.Generator] | None, modality: str) -> torch.Tensor:
     """U(0, 1) draws (B, L) for the positions of batch[key] (on real's device): per sample when `seed` is given
-    (1.0 on padding), else one draw from generators[modality] or torch's global RNG."""
+    (stream: the modality, so two tokenizations of one text, INFIG's text_ids and clip_ids, share their draws
+    position by position; 1.0 on padding), else one draw from generators[modality] or torch's global RNG."""
     if seed is not None:
         lens = real.sum(1).tolist()
-        u = _per_sample(batch, key, seed, [(n,) for n in lens], (real.shape[1],), torch.rand, 1.0)
+        u = _per_sample(batch, modality, seed, [(n,) for n in lens], (real.shape[1],), torch.rand, 1.0)
         return u.to(real.device)
     g = (generators or {}).get(modality)
     device = g.device if g is not None else real.device
@@ -206,7 +208,7 @@ def gaussian_noise(batch: dict, snr_db: float, modalities: Sequence[str] = TRIMO
                    keys: Iterable[str] | None = None) -> dict:
     """Feature sequences of `modalities` plus Gaussian noise at `snr_db` dB against each sample's own signal power
     (`signal_power`), on real positions only; snr_db = inf changes nothing. Token ids and images are left alone.
-    seed: per-sample draws (stream "noise/<key>"); None: from generators[modality] or the global RNG."""
+    seed: per-sample draws (stream "noise/<modality>"); None: from generators[modality] or the global RNG."""
     out = dict(batch)
     if math.isinf(snr_db) and snr_db > 0:
         return out
@@ -214,15 +216,21 @@ def gaussian_noise(batch: dict, snr_db: float, modalities: Sequence[str] = TRIMO
         if k in ID_KEYS or k == "image":
             continue
         x, real = batch[k], batch[f"{k}_mask"]
-        if seed is not None:
-            sizes = [(n, x.shape[-1]) for n in real.sum(1).tolist()]
-            n = _per_sample(batch, f"noise/{k}", seed, sizes, tuple(x.shape[1:]), torch.randn, 0.0).to(x.device)
-        else:
+        if seed is None:  # training draws: one per batch
             g = (generators or {}).get(m)
             n = torch.randn(x.shape, generator=g, device=g.device if g is not None else x.device).to(x.device)
-        sigma = (signal_power(x, real) / 10 ** (snr_db / 10)).sqrt()  # (B,)
-        noisy = (x.float() + sigma[:, None, None] * n).to(x.dtype)
-        out[k] = torch.where(real.unsqueeze(-1), noisy, x)
+            sigma = (signal_power(x, real) / 10 ** (snr_db / 10)).sqrt()  # (B,)
+            noisy = (x.float() + sigma[:, None, None] * n).to(x.dtype)
+            out[k] = torch.where(real.unsqueeze(-1), noisy, x)
+            continue
+        y = x.clone()  # evaluation: each sample on its own, so that its result depends on no batch-mate
+        for b, (row, length) in enumerate(zip(batch["index"].tolist(), real.sum(1).tolist())):
+            g = torch.Generator().manual_seed(sample_seed(seed, f"noise/{m}", row))
+            xs = x[b, :length].float()
+            noise = torch.randn(xs.shape, generator=g).to(x.device)
+            sigma = ((xs.double() ** 2).mean() / 10 ** (snr_db / 10)).sqrt().float()
+            y[b, :length] = (xs + sigma * noise).to(x.dtype)
+        out[k] = y
     return out
 
 
