@@ -13,7 +13,7 @@ from msarepro.config import ConfigError
 from msarepro.robustness import perturb as P
 from msarepro.robustness.evaluate import COLUMNS, evaluate_run, load_run, parse_rates, plan
 from msarepro.robustness.perturb import SpecialIds
-from msarepro.robustness.special import BERT_FALLBACK, special_ids
+from msarepro.robustness.special import BERT_FALLBACK, for_tokens, special_ids
 
 from .conftest import fast_params
 
@@ -244,6 +244,11 @@ def test_special_ids_sources():
     assert special_ids("d", "text_ids", None, "packaged-minilm") == SpecialIds(0, 101, 102, 100)  # loaded
     with pytest.raises(ConfigError, match="special_ids"):
         special_ids("d", "text_ids", {"tokenizer": "mine", "vocab_sha256": "00"}, "mine")
+    # a run's keys: ids the dataset carries use its record; derived ids the tokenizer the method asked for
+    tokens = {"text_ids": {"tokenizer": rec["tokenizer"], "source": "dataset"},
+              "clip_ids": {"tokenizer": "packaged-minilm", "source": "derived"}}
+    assert for_tokens("d", given, {"text_ids": "dataset", "clip_ids": "packaged-minilm"}, tokens) == {
+        "text_ids": SpecialIds(9, 8, 7, 6), "clip_ids": SpecialIds(0, 101, 102, 100)}
 
 
 # ---- evaluating saved runs -------------------------------------------------------------------------------------

@@ -159,7 +159,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     from ..methods import build_method, get_method
     from ..runtime import compiled, configure, pick_device, seed_everything
     from ..train import _stage_of, _stage_starts, load_weights, provide_inputs
-    from .special import special_ids
+    from .special import for_tokens
 
     run_dir = Path(run_dir)
     best_path = _run_file(run_dir, "best.pt")
@@ -180,11 +180,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     if "tokens" in resolved and tokens != resolved["tokens"]:
         raise ConfigError(f"{run_dir / 'config.json'}: the run read tokens {resolved['tokens']}, the dataset now "
                           f"gives {tokens}; re-create the dataset's tokens as they were, or retrain")
-    special = {}
-    for key, rec in tokens.items():
-        from_dataset = rec["source"] == "dataset"
-        special[key] = special_ids(ds.manifest.name, key, native if from_dataset else None,
-                                   rec["tokenizer"] if from_dataset else requests[key])
+    special = for_tokens(ds.manifest.name, native, requests, tokens)
     reads = frozenset(cls.required_modalities(cfg, ds.manifest)) | frozenset(tokens)
     dev = pick_device(device)
     configure(rt, dev)

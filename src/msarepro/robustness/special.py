@@ -86,3 +86,15 @@ def special_ids(dataset: str, key: str, record: dict | None, tokenizer: str) -> 
                       "the manifest records no special_ids under modalities.text_ids, the tokenizer cannot be "
                       "loaded and is not a BERT vocabulary; add special_ids {\"pad\", \"cls\", \"sep\", \"unk\"} to "
                       "the dataset's manifest.json record, or make the tokenizer loadable (a local folder)")
+
+
+def for_tokens(dataset: str, native: dict | None, requests: dict[str, str], tokens: dict[str, dict]) -> dict[str, SpecialIds]:
+    """The special ids of every token-id key a model reads: native, the manifest's modalities["text_ids"] record
+    as loaded (before data.tokens.provide_tokens replaces it); requests, {key: tokenizer} of the method's
+    `token_requests`; tokens, provide_tokens' records ({key: {"tokenizer", "source", ...}}). -> {key: SpecialIds}."""
+    out = {}
+    for key, rec in tokens.items():
+        from_dataset = rec["source"] == "dataset"
+        out[key] = special_ids(dataset, key, native if from_dataset else None,
+                               rec["tokenizer"] if from_dataset else requests[key])
+    return out
