@@ -168,8 +168,8 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     method = resolved.get("variant", {}).get("method", resolved["model"])
     cls = get_method(method)
     cfg = config.build(cls.Config, resolved["method"], f"methods.{method}")
-    data = config.build(config.DataConfig, resolved["data"], "data")
-    rt = config.build(RuntimeConfig, resolved["runtime"], "runtime")
+    data = config.build(config.DataConfig, resolved.get("data") or {}, "data")  # older runs: the defaults
+    rt = config.build(RuntimeConfig, resolved.get("runtime") or {}, "runtime")
     data_dir = ensure_dataset(resolved["dataset"], data.root, data.synth_seed, data.synth_scale)
     ds = load_dataset(data_dir, verify_hashes=data.verify_hashes, splits=("test",),
                       lazy=should_load_lazily(data_dir, rt, ("test",)))
