@@ -225,6 +225,9 @@ def test_parse_and_plan():
     assert len(plan("image_text")) == 10 + 10 + 2
     assert [p.label for p in plan("trimodal", ["remove"], modalities=["text", "audio"])] == \
         ["remove@T", "remove@A", "remove@TA"]
+    assert plan("trimodal", ["random_drop", "shift"], rates=(0.5,), modalities=["audio"]) == [
+        P.Perturbation("random_drop", 0.5, ("audio",))] + [P.Perturbation("shift", k, ("audio",)) for k in (1, 2, 4, 8)]
+    assert plan("trimodal", ["shift", "token_drop"], modalities=["text"]) == []  # nothing of theirs chosen
     assert parse_rates("0:0.9:0.1") == tuple(i / 10 for i in range(10)) and parse_rates("0,0.5") == (0.0, 0.5)
     with pytest.raises(ConfigError):
         parse_rates("0.5:0.1:0.1")
