@@ -171,7 +171,8 @@ def test_embedded_sets_record_their_own_vocabulary_and_keep_their_bytes(small_da
     m = load_dataset(small_data[name]).manifest
     assert m.files == BEFORE_TOKENIZER_RECORDS[name]
     assert m.modalities["text_ids"] == {"vocab_size": 64, "max_len": max_len, "vocab_sha256": vocab_sha,
-                                        "tokenizer": f"msarepro {name} vocabulary"}
+                                        "tokenizer": f"msarepro {name} vocabulary",
+                                        "special_ids": {"pad": 0, "cls": 1, "sep": 2, "unk": 3}}
     assert m.raw_text is False  # labels.csv spells the ids; it is no text for a real tokenizer
 
 

@@ -131,9 +131,11 @@ def image_text_vocabulary() -> dict[str, int]:
 
 
 def text_ids_record(dataset: str, vocab: dict[str, int], max_len: int) -> dict:
-    """manifest modalities["text_ids"] of an embedded set: its own vocabulary, named and hashed (data/tokens.py)."""
+    """manifest modalities["text_ids"] of an embedded set: its own vocabulary, named and hashed (data/tokens.py),
+    with the ids of its special tokens (data/format.py)."""
     return {"vocab_size": len(vocab), "max_len": max_len, "tokenizer": embedded_tokenizer_name(dataset),
-            "vocab_sha256": vocab_digest(vocab, SPECIAL_TOKENS)}
+            "vocab_sha256": vocab_digest(vocab, SPECIAL_TOKENS),
+            "special_ids": {"pad": PAD, "cls": CLS, "sep": SEP, "unk": UNK}}
 
 
 def _round_grid(x: np.ndarray, step: float = 0.2) -> np.ndarray:
