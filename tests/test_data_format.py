@@ -180,3 +180,12 @@ def test_special_ids_are_validated_and_old_manifests_without_them_still_load(sma
     assert special_ids({"tokenizer": "bert-base-uncased", "vocab_sha256": None}) == {"pad": 0, "cls": 101,
                                                                                    "sep": 102, "unk": 100}
     assert special_ids({"tokenizer": "some/other-model"}) is None and special_ids(None) is None
+
+
+def test_tokenizer_special_ids_read_a_tokenizer_and_leave_missing_roles_null():
+    from msarepro.data.format import tokenizer_special_ids
+
+    class ClipLike:  # CLIP's tokenizer has no [CLS] / [SEP]: its *_token_id are None
+        pad_token_id, cls_token_id, sep_token_id, unk_token_id = 49407, None, None, 49407
+
+    assert tokenizer_special_ids(ClipLike()) == {"pad": 49407, "cls": None, "sep": None, "unk": 49407}

@@ -289,3 +289,15 @@ def test_two_processes_filling_the_same_entry_at_once(tmp_path):
     assert a == b and a["train"][0] == SENTENCE_IDS
     (entry,) = (tmp_path / "cache" / "tiny-mvsa").iterdir()  # one complete entry, no staging folder left
     assert (entry / "tokens.json").is_file()
+
+
+def test_a_cache_entry_from_before_special_ids_gets_its_tokenizers_known_ids(tmp_path):
+    req = TokenRequest("text_ids", "packaged-minilm", 10)
+    provide_tokens(load_dataset(_raw_text_set(tmp_path / "ds")), [req], tmp_path / "cache")
+    (entry,) = (tmp_path / "cache" / "tiny-mvsa").iterdir()
+    meta = json.loads((entry / "tokens.json").read_text())
+    del meta["special_ids"]  # as an entry written before the field existed
+    (entry / "tokens.json").write_text(json.dumps(meta))
+    ds = load_dataset(_raw_text_set(tmp_path / "ds"))
+    provide_tokens(ds, [req], tmp_path / "cache")
+    assert ds.manifest.modalities["text_ids"]["special_ids"] == {"pad": 0, "cls": 101, "sep": 102, "unk": 100}

@@ -70,13 +70,16 @@ class DatasetError(ValueError):
 SPECIAL_ROLES = ("pad", "cls", "sep", "unk")
 BERT_SPECIAL_IDS = {"pad": 0, "cls": 101, "sep": 102, "unk": 100}  # bert-base-uncased and bert-base-chinese alike
 EMBEDDED_SPECIAL_IDS = {"pad": 0, "cls": 1, "sep": 2, "unk": 3}  # every embedded vocabulary (data/synth.py)
-KNOWN_SPECIAL_IDS = {"bert-base-uncased": BERT_SPECIAL_IDS, "bert-base-chinese": BERT_SPECIAL_IDS}
+# tokenizers whose ids are known without loading them (packaged-minilm: bert-base-uncased's WordPiece, data/tokens.py)
+KNOWN_SPECIAL_IDS = {"bert-base-uncased": BERT_SPECIAL_IDS, "bert-base-chinese": BERT_SPECIAL_IDS,
+                     "packaged-minilm": BERT_SPECIAL_IDS}
 
 
 def special_ids(record: dict | None) -> dict[str, int | None] | None:
     """The special token ids of a token-id record (manifest modalities["text_ids"] or a derived record): its
     `special_ids`, or, for a record written before that field existed, the ids its tokenizer is known to use
-    (bert-base-uncased / bert-base-chinese: MMSA's imports; the embedded vocabularies); None when unknown."""
+    (bert-base-uncased / bert-base-chinese: MMSA's imports; packaged-minilm; the embedded vocabularies); None
+    when unknown."""
     if not record:
         return None
     if "special_ids" in record:

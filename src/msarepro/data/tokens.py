@@ -249,8 +249,8 @@ def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_roo
     """Put arrays req.key (N, L) int64 and f"{req.key}_lengths" (N,) into every split of ds (in place), from the
     dataset's own ids or derived from its raw text through the cache; ds.manifest.modalities gains each key's
     record {"vocab_size", "max_len", "tokenizer", "vocab_sha256"}, plus "special_ids" where they are known (the
-    dataset's record, format.special_ids; a derived entry's tokens.json, which a cache entry made before the
-    field existed lacks). -> {key: {"tokenizer", "vocab_sha256", "vocab_size", "max_len", "source": "dataset" |
+    dataset's record, format.special_ids; a derived entry's tokens.json, or for an entry made before the field
+    existed the ids its tokenizer is known to use). -> {key: {"tokenizer", "vocab_sha256", "vocab_size", "max_len", "source": "dataset" |
     "derived"}} (no paths, no times)."""
     records: dict[str, dict] = {}
     modalities = dict(ds.manifest.modalities)
@@ -270,7 +270,7 @@ def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_roo
             meta, arrays = _derived(ds, req, Path(cache_root))
             rec = {k: meta[k] for k in ("tokenizer", "vocab_sha256", "vocab_size", "max_len")}
             rec["source"] = "derived"
-            specials = meta.get("special_ids")
+            specials = meta.get("special_ids") or special_ids(rec)  # an entry made before the field: known ids
             for name, s in ds.splits.items():
                 s.arrays[req.key], s.arrays[f"{req.key}_lengths"] = arrays[name]
         records[req.key] = rec
