@@ -62,7 +62,8 @@ def test_tables_hold_hand_computed_means_aucs_ranks_and_the_oracle(tmp_path):
     write_robustness_reports(tmp_path / "csv", tmp_path / "t3", tmp_path / "f3")
     assert "oracle" not in (tmp_path / "t3" / "synth-mosi.md").read_text()
     lines = readme_lines(written, tmp_path)
-    assert "- [synth-mosi](tables/synth-mosi.md) ([LaTeX](tables/synth-mosi.tex), [plot](figures/synth-mosi.png))" in lines
+    assert ("- [synth-mosi](tables/synth-mosi.md) ([LaTeX](tables/synth-mosi.tex), [plot](figures/synth-mosi.png))"
+            in lines)
 
 
 def test_auc_and_ranks():

@@ -104,7 +104,8 @@ import pandas as pd
 
 from .. import metrics
 from .format import Manifest, embedded_tokenizer_name, vocab_digest, write_dataset
-from .latent import AV_MAX, conditional_mean, draw_sentiment as _draw_sentiment, unit as _unit  # shared with synth_like.py
+from .latent import AV_MAX, conditional_mean  # latent.py: shared with synth_like.py
+from .latent import draw_sentiment as _draw_sentiment, unit as _unit
 
 PAD, CLS, SEP, UNK = 0, 1, 2, 3
 

@@ -250,8 +250,8 @@ def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_roo
     dataset's own ids or derived from its raw text through the cache; ds.manifest.modalities gains each key's
     record {"vocab_size", "max_len", "tokenizer", "vocab_sha256"}, plus "special_ids" where they are known (the
     dataset's record, format.special_ids; a derived entry's tokens.json, or for an entry made before the field
-    existed the ids its tokenizer is known to use). -> {key: {"tokenizer", "vocab_sha256", "vocab_size", "max_len", "source": "dataset" |
-    "derived"}} (no paths, no times)."""
+    existed the ids its tokenizer is known to use). -> {key: {"tokenizer", "vocab_sha256", "vocab_size",
+    "max_len", "source": "dataset" | "derived"}} (no paths, no times)."""
     records: dict[str, dict] = {}
     modalities = dict(ds.manifest.modalities)
     for req in requests:
