@@ -153,3 +153,39 @@ def test_raw_text_needs_the_text_column(small_data, tmp_path):
     with pytest.raises(DatasetError, match=r"labels.csv: missing column 'text' \(manifest says unimodal_labels=False, "
                                            r"raw_text=True\)"):
         load_dataset(d, verify_hashes=False)
+
+
+def test_special_ids_are_validated_and_old_manifests_without_them_still_load(small_data, tmp_path):
+    from msarepro.data.format import special_ids
+
+    d = _copy(small_data["synth-mosi"], tmp_path)
+    man = json.loads((d / "manifest.json").read_text())
+    assert man["modalities"]["text_ids"]["special_ids"] == {"pad": 0, "cls": 1, "sep": 2, "unk": 3}
+    for bad, msg in (({"pad": 0, "cls": 1, "sep": 2}, r"special_ids must map exactly \['pad', 'cls', 'sep', 'unk'\]"),
+                     ({"pad": 0, "cls": 1, "sep": 2, "unk": 64}, r"special_ids.unk is 64; expected an id in \[0, "
+                                                                  r"vocab_size=64\)"),
+                     ({"pad": 0, "cls": "1", "sep": 2, "unk": 3}, r"special_ids.cls is '1'")):
+        man["modalities"]["text_ids"]["special_ids"] = bad
+        (d / "manifest.json").write_text(json.dumps(man))
+        with pytest.raises(DatasetError, match=r"manifest.json: modalities\.text_ids\." + msg):
+            load_dataset(d, verify_hashes=False)
+    man["modalities"]["text_ids"]["special_ids"] = {"pad": 0, "cls": None, "sep": 2, "unk": 3}  # no such token: null
+    (d / "manifest.json").write_text(json.dumps(man))
+    assert load_dataset(d, verify_hashes=False).manifest.modalities["text_ids"]["special_ids"]["cls"] is None
+    # a manifest written before the field existed loads; its tokenizer's known ids stand in
+    del man["modalities"]["text_ids"]["special_ids"]
+    (d / "manifest.json").write_text(json.dumps(man))
+    rec = load_dataset(d, verify_hashes=False).manifest.modalities["text_ids"]
+    assert "special_ids" not in rec and special_ids(rec) == {"pad": 0, "cls": 1, "sep": 2, "unk": 3}
+    assert special_ids({"tokenizer": "bert-base-uncased", "vocab_sha256": None}) == {"pad": 0, "cls": 101,
+                                                                                   "sep": 102, "unk": 100}
+    assert special_ids({"tokenizer": "some/other-model"}) is None and special_ids(None) is None
+
+
+def test_tokenizer_special_ids_read_a_tokenizer_and_leave_missing_roles_null():
+    from msarepro.data.format import tokenizer_special_ids
+
+    class ClipLike:  # CLIP's tokenizer has no [CLS] / [SEP]: its *_token_id are None
+        pad_token_id, cls_token_id, sep_token_id, unk_token_id = 49407, None, None, 49407
+
+    assert tokenizer_special_ids(ClipLike()) == {"pad": 49407, "cls": None, "sep": None, "unk": 49407}

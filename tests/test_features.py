@@ -154,6 +154,7 @@ def test_features_stage_on_the_raw_media_default(tmp_path, capsys):
     m = ds.manifest
     assert m.splits == {"train": 8, "valid": 4, "test": 4} and m.unimodal_labels and m.metric_family == "sims"
     assert (m.modalities["text"]["dim"], m.modalities["audio"]["dim"], m.modalities["vision"]["dim"]) == (384, 33, 709)
+    assert m.modalities["text_ids"]["special_ids"] == {"pad": 0, "cls": 101, "sep": 102, "unk": 100}  # the MiniLM's
     tr = ds.splits["train"]
     # the planted facial signal survives extraction: mean AU12 intensity over true frames follows V
     au12 = OPENFACE_COLUMNS.index("AU12_r")

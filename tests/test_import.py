@@ -95,7 +95,8 @@ def test_mmsa_mosi_import_keeps_every_key(tmp_path):
     np.testing.assert_array_equal(tr.arrays["text_lengths"], d["text_bert"][:, 1].sum(1))
     np.testing.assert_array_equal(tr.arrays["text"], d["text"])
     assert m.modalities["text_ids"] == {"vocab_size": 30522, "max_len": 12, "tokenizer": "bert-base-uncased",
-                                        "vocab_sha256": None}
+                                        "vocab_sha256": None,
+                                        "special_ids": {"pad": 0, "cls": 101, "sep": 102, "unk": 100}}
     assert m.raw_text  # every split carries raw_text: any tokenizer's ids can be derived from labels.csv
     np.testing.assert_allclose(tr.labels["M"], d["regression_labels"], atol=1e-6)
     assert tr.labels["id"].tolist() == list(d["id"]) and tr.labels["text"].tolist() == list(d["raw_text"])

@@ -534,3 +534,19 @@ def test_fresh_clone_repro_is_clean(e2e):
     assert rc == 0, f"dvc repro in the clone failed ({rc}):\n{out[-3000:]}"
     assert sweep_log(out)[-1].endswith("3 jobs in the grid, 3 to run, 0 up to date"), out
     assert sh(["git", "status", "--porcelain"], clone).stdout == ""
+
+
+def test_preset_of_a_synth_like_set_before_its_manifest_exists(tmp_path):
+    """Before synth-like-mosi is generated, the sweep already resolves it as MOSI (its manifest will say so): the
+    pretraining key and encoders path are the MOSI preset's, not the block defaults' (issue 17's review)."""
+    from msarepro.data.registry import preset_of
+    from msarepro.methods import pretrain_settings
+    assert preset_of("synth-like-mosi") == "mosi" and preset_of("synth-mosi") == "synth-mosi"
+    assert preset_of("synth-like-mosi", {"preset": "sims"}) == "sims"  # the manifest wins once it exists
+    raw = tiny_params(methods=("aemt",))
+    raw["data"] = {"root": str(tmp_path / "nothing-here")}
+    p = config.from_dict(raw)
+    key = pretrain_settings(p, "aemt", "mosi")[1]
+    assert key != pretrain_settings(p, "aemt", "synth-like-mosi")[1]  # else the test could not tell them apart
+    assert sweep.pretrained_encoders(p, "aemt", "synth-like-mosi") == Path("pretrain/synth-like-mosi", key,
+                                                                          "encoders.pt")

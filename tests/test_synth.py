@@ -123,7 +123,7 @@ def test_unlabeled_pool_follows_the_same_process_with_hidden_labels(sims, tmp_pa
 def test_manifests_keep_reference_scores(tmp_path, name, metric):
     generate(name, tmp_path / name, seed=0, scale=0.2)
     ref = json.loads((tmp_path / name / "manifest.json").read_text())["provenance"]["reference"]
-    assert set(ref) == {"oracle", "text_oracle", "majority"}
+    assert set(ref) == {"oracle", "text_oracle", "majority", "oracle_without", "oracle_random_drop"}
     assert ref["oracle"][metric] > ref["text_oracle"][metric] > ref["majority"][metric]
     assert ref["oracle"]["Corr"] > ref["text_oracle"]["Corr"] > 0.8 > ref["majority"]["Corr"]
 
@@ -171,7 +171,8 @@ def test_embedded_sets_record_their_own_vocabulary_and_keep_their_bytes(small_da
     m = load_dataset(small_data[name]).manifest
     assert m.files == BEFORE_TOKENIZER_RECORDS[name]
     assert m.modalities["text_ids"] == {"vocab_size": 64, "max_len": max_len, "vocab_sha256": vocab_sha,
-                                        "tokenizer": f"msarepro {name} vocabulary"}
+                                        "tokenizer": f"msarepro {name} vocabulary",
+                                        "special_ids": {"pad": 0, "cls": 1, "sep": 2, "unk": 3}}
     assert m.raw_text is False  # labels.csv spells the ids; it is no text for a real tokenizer
 
 
@@ -186,3 +187,45 @@ def test_vocabulary_definitions_spell_the_ids_as_labels_csv_does(small_data):
         words = str(s.labels["text"][0]).split()
         inner = ids[:lens] if name == "synth-mosi" else ids[1:lens - 1]  # synth-mvsa's text leaves out [CLS]/[SEP]
         assert [vocab[w] for w in words] == inner.tolist()
+
+
+def test_oracles_under_perturbation_are_conditional_expectations(sims):
+    """The oracle of a perturbed input is E[M | what is left] (latent.conditional_mean): with everything seen it is
+    the oracle itself and with the text alone the text oracle; removing the text leaves the best guess of the
+    polarity from what audio and vision show; under LNLN drop the stored score is the exact expectation over drop
+    masks, which a Monte Carlo over masks reproduces."""
+    from msarepro.data.latent import conditional_mean
+    from msarepro.data.synth import _observed, synth_sims
+
+    _, labels, ref, lat = sims
+    spec, test = synth_sims(0.5), lat.splits["test"]
+    y = labels[labels["split"] == "test"]["M"].to_numpy()
+    raw = test["z_t"] + test["r_a"] * test["z_a"] + test["r_v"] * test["z_v"]
+    np.testing.assert_allclose(conditional_mean(test, spec, **_observed(test, True, True, True)), raw, atol=1e-12)
+    assert ref["oracle_without"]["AV"] == pytest.approx(ref["text_oracle"], abs=1e-12)
+    assert ref["oracle_random_drop"]["0.0"]["Mult_acc_2"] == pytest.approx(ref["oracle"]["Mult_acc_2"], abs=1e-12)
+    assert set(ref["oracle_without"]) == {"T", "A", "V", "TA", "TV", "AV"}
+    # without the text: audio and vision agree with the hidden polarity; the prediction follows their signs
+    no_t = conditional_mean(test, spec, **_observed(test, False, True, True))
+    same = np.sign(test["shown_a"]) == np.sign(test["shown_v"])
+    assert np.all(np.sign(no_t[same]) == np.sign(test["shown_a"][same]))
+    h = "Mult_acc_2"
+    w = {k: v[h] for k, v in ref["oracle_without"].items()}
+    # (a conditional mean is not the best predictor of an accuracy on a finite split: no ordering of single ones)
+    assert min(w.values()) > ref["majority"][h] and (w["TA"] + w["TV"]) / 2 < (w["A"] + w["V"]) / 2
+    drop = [ref["oracle_random_drop"][f"{r / 10:.1f}"][h] for r in range(10)]
+    assert drop[0] > drop[5] > drop[9] > ref["majority"][h]
+    rng, r, n, accs = np.random.default_rng(0), 0.5, len(y), []
+    for _ in range(300):
+        zt, ka, kv = (rng.random((n, 2)) >= r).any(1), rng.random(n) >= r, rng.random(n) >= r
+        sa, sv = (rng.random((n, 3)) >= r).any(1), (rng.random((n, 3)) >= r).any(1)
+        pred = conditional_mean(test, spec, zt_seen=zt, cue_seen={"a": test["r_a"] & ka, "v": test["r_v"] & kv},
+                                cue_miss={"a": r, "v": r}, shown_seen={"a": sa, "v": sv})
+        accs.append(metrics.compute("sims", pred / 3, y)[h])
+    assert np.mean(accs) == pytest.approx(ref["oracle_random_drop"]["0.5"][h], abs=3 * np.std(accs) / np.sqrt(300))
+
+
+def test_image_text_oracle_without_a_modality(small_data):
+    ref = json.loads((small_data["synth-mvsa"] / "manifest.json").read_text())["provenance"]["reference"]
+    assert ref["oracle_without"]["I"] == ref["text_oracle"]
+    assert ref["majority"]["Accuracy"] < ref["oracle_without"]["T"]["Accuracy"] < ref["oracle"]["Accuracy"]

@@ -66,7 +66,8 @@ def test_written_set_has_the_real_datasets_shapes_labels_and_splits(like, writte
         assert m.modalities[mod] == {"dim": real["dims"][mod], "max_len": real["max_len"][mod]}
     tok, vocab = ("bert-base-uncased", 30522) if m.metric_family == "mosi" else ("bert-base-chinese", 21128)
     assert m.modalities["text_ids"] == {"vocab_size": vocab, "max_len": real["max_len"]["text"], "tokenizer": tok,
-                                        "vocab_sha256": None}
+                                        "vocab_sha256": None,
+                                        "special_ids": {"pad": 0, "cls": 101, "sep": 102, "unk": 100}}
     assert m.unimodal_labels == real["unimodal_labels"] == (m.metric_family == "sims")
     den = {"mosi": 5, "mosei": 3, "sims": 5, "simsv2": 5}[like]
     lo, hi = real["label_range"]

@@ -104,13 +104,15 @@ def test_derived_ids_are_cached_and_a_second_use_loads_no_tokenizer(tmp_path, mo
     assert tr["text_ids"].shape == (4, 10) and tr["text_ids"].dtype == np.int64
     assert tr["text_ids"][0].tolist() == SENTENCE_IDS and tr["text_ids_lengths"].tolist()[2] == 2
     assert ds.manifest.modalities["text_ids"] == {"vocab_size": 30522, "max_len": 10, "tokenizer": "packaged-minilm",
-                                                  "vocab_sha256": MINILM_VOCAB_SHA256}
+                                                  "vocab_sha256": MINILM_VOCAB_SHA256,
+                                                  "special_ids": {"pad": 0, "cls": 101, "sep": 102, "unk": 100}}
     entries = list((tmp_path / "cache" / "tiny-mvsa").iterdir())
     assert len(entries) == 1 and sorted(p.name for p in entries[0].iterdir()) == [
         "test.safetensors", "tokens.json", "train.safetensors", "valid.safetensors"]
     meta = json.loads((entries[0] / "tokens.json").read_text())
     assert meta["labels_sha256"] == ds.manifest.files["labels.csv"] and set(meta["files"]) == {
         "train.safetensors", "valid.safetensors", "test.safetensors"}
+    assert meta["special_ids"] == {"pad": 0, "cls": 101, "sep": 102, "unk": 100}  # the MiniLM's WordPiece (BERT's)
 
     ds2 = load_dataset(root)
     assert provide_tokens(ds2, [req], tmp_path / "cache") == rec
@@ -287,3 +289,15 @@ def test_two_processes_filling_the_same_entry_at_once(tmp_path):
     assert a == b and a["train"][0] == SENTENCE_IDS
     (entry,) = (tmp_path / "cache" / "tiny-mvsa").iterdir()  # one complete entry, no staging folder left
     assert (entry / "tokens.json").is_file()
+
+
+def test_a_cache_entry_from_before_special_ids_gets_its_tokenizers_known_ids(tmp_path):
+    req = TokenRequest("text_ids", "packaged-minilm", 10)
+    provide_tokens(load_dataset(_raw_text_set(tmp_path / "ds")), [req], tmp_path / "cache")
+    (entry,) = (tmp_path / "cache" / "tiny-mvsa").iterdir()
+    meta = json.loads((entry / "tokens.json").read_text())
+    del meta["special_ids"]  # as an entry written before the field existed
+    (entry / "tokens.json").write_text(json.dumps(meta))
+    ds = load_dataset(_raw_text_set(tmp_path / "ds"))
+    provide_tokens(ds, [req], tmp_path / "cache")
+    assert ds.manifest.modalities["text_ids"]["special_ids"] == {"pad": 0, "cls": 101, "sep": 102, "unk": 100}

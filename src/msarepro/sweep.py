@@ -123,7 +123,7 @@ def validate(params: Params) -> list[Job]:
         raise ConfigError("sweep: no (method, dataset) pair is compatible (method families vs dataset families)")
     from .methods import method_config
     for name, d in dict.fromkeys((j.method, j.dataset) for j in jobs):  # every run's settings, before any job starts
-        method_config(params, name, _manifest(params, d).get("preset") or d)
+        method_config(params, name, preset_of(d, _manifest(params, d)))
     return jobs
 
 
@@ -187,6 +187,12 @@ def pretrain_code_hash() -> str:
     return _hash_modules(codedeps.closure([PRETRAIN_MODULE]))
 
 
+def preset_of(dataset: str, man: dict) -> str:
+    """The dataset's preset (data.registry.preset_of: its manifest's, or the registry's before the manifest exists)."""
+    from .data.registry import preset_of as registered
+    return registered(dataset, man)
+
+
 def _manifest(params: Params, dataset: str) -> dict:
     p = Path(params.data.root) / dataset / "manifest.json"
     return json.loads(p.read_text()) if p.exists() else {}
@@ -200,7 +206,7 @@ def pretrained_encoders(params: Params, name: str, dataset: str) -> Path | None:
     if not cls.uses_pretraining:
         return None
     man = _manifest(params, dataset)
-    cfg = method_config(params, name, man.get("preset") or dataset)
+    cfg = method_config(params, name, preset_of(dataset, man))
     return Path(cfg.pretrained.format(dataset=man.get("name") or dataset)) / "encoders.pt" if cfg.pretrained else None
 
 
@@ -211,7 +217,7 @@ def fingerprint(params: Params, job: Job) -> dict:
     from .methods import method_config, method_of
 
     man = _manifest(params, job.dataset)
-    preset = man.get("preset") or job.dataset
+    preset = preset_of(job.dataset, man)
     method = method_of(params, job.method)
     fp = {"method": job.method, "dataset": job.dataset, "seed": job.seed, "preset": preset,
           "config": to_jsonable(method_config(params, job.method, preset)), "data": to_jsonable(params.data),

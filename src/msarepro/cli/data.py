@@ -11,6 +11,7 @@ def cmd_data_synth(args) -> int:
     from ..config import ConfigError
     from ..data.registry import DATASETS
     from ..data.synth import GENERATORS, generate
+    from ..metrics import REPORTED
     from ..data.synth_like import LIKE, like_of, write_like
 
     like = like_of(args.name)
@@ -32,8 +33,12 @@ def cmd_data_synth(args) -> int:
                           "synthetic-like set under this name")
     print(f"wrote {out}: {m.splits}" + (f"; preset {m.preset}" if m.preset != m.name else ""))
     ref = m.provenance.get("reference", {})
+    headline = REPORTED[m.metric_family][0]
     for k, v in ref.items():
-        print(f"  reference {k}: " + ", ".join(f"{mk}={mv:.3f}" for mk, mv in v.items()))
+        if all(isinstance(mv, dict) for mv in v.values()):  # per perturbation (oracle_without, oracle_random_drop)
+            print(f"  reference {k} ({headline}): " + ", ".join(f"{pk}={pv[headline]:.3f}" for pk, pv in v.items()))
+        else:
+            print(f"  reference {k}: " + ", ".join(f"{mk}={mv:.3f}" for mk, mv in v.items()))
     return 0
 
 

@@ -13,7 +13,11 @@ Arrays in a split file (N samples; sequences right-padded with zeros, true lengt
 Text: `raw_text: true` says labels.csv's `text` column holds every row's raw text; token ids for any tokenizer
 are then derived from it and cached outside the dataset (data/tokens.py). Token ids a dataset carries itself
 (MMSA's BERT ids, the embedded vocabularies) are recorded as modalities["text_ids"] = {"vocab_size", "max_len",
-"tokenizer", "vocab_sha256"}. An image_text dataset needs `image` and raw text or its own text_ids.
+"tokenizer", "vocab_sha256", "special_ids"}; special_ids = {"pad", "cls", "sep", "unk"} -> id (null where the
+tokenizer has no such token) says which ids are the padding, first, last and unknown tokens (the robustness
+perturbations replace dropped tokens by "unk" and keep "cls" and "sep"). Manifests written before special_ids
+existed load as before; `special_ids()` then gives the ids their tokenizer is known to use, where it is known.
+An image_text dataset needs `image` and raw text or its own text_ids.
 
 Non-finite policy: features are stored finite. Importers replace -inf/+inf/NaN by 0 (as MMSA does for MOSI's
 audio) and record how many they replaced in the manifest (`nonfinite_replaced`); loading refuses a file that
@@ -61,6 +65,52 @@ def vocab_digest(vocab: dict[str, int], special_tokens: dict) -> str:
 
 class DatasetError(ValueError):
     """A dataset directory is malformed; the message names the file, the field and what to do."""
+
+
+SPECIAL_ROLES = ("pad", "cls", "sep", "unk")
+BERT_SPECIAL_IDS = {"pad": 0, "cls": 101, "sep": 102, "unk": 100}  # bert-base-uncased and bert-base-chinese alike
+EMBEDDED_SPECIAL_IDS = {"pad": 0, "cls": 1, "sep": 2, "unk": 3}  # every embedded vocabulary (data/synth.py)
+# tokenizers whose ids are known without loading them (packaged-minilm: bert-base-uncased's WordPiece, data/tokens.py)
+KNOWN_SPECIAL_IDS = {"bert-base-uncased": BERT_SPECIAL_IDS, "bert-base-chinese": BERT_SPECIAL_IDS,
+                     "packaged-minilm": BERT_SPECIAL_IDS}
+
+
+def special_ids(record: dict | None) -> dict[str, int | None] | None:
+    """The special token ids of a token-id record (manifest modalities["text_ids"] or a derived record): its
+    `special_ids`, or, for a record written before that field existed, the ids its tokenizer is known to use
+    (bert-base-uncased / bert-base-chinese: MMSA's imports; packaged-minilm; the embedded vocabularies); None
+    when unknown."""
+    if not record:
+        return None
+    if "special_ids" in record:
+        return dict(record["special_ids"])
+    name = str(record.get("tokenizer", ""))
+    if name.startswith(EMBEDDED_PREFIX):
+        return dict(EMBEDDED_SPECIAL_IDS)
+    return dict(KNOWN_SPECIAL_IDS[name]) if name in KNOWN_SPECIAL_IDS else None
+
+
+def tokenizer_special_ids(tokenizer) -> dict[str, int | None]:
+    """`special_ids` of a loaded Hugging Face tokenizer: its pad/cls/sep/unk token ids (None where it has no such
+    token, e.g. CLIP's has no [CLS])."""
+    return {role: (None if getattr(tokenizer, f"{role}_token_id", None) is None
+                   else int(getattr(tokenizer, f"{role}_token_id"))) for role in SPECIAL_ROLES}
+
+
+def _check_special_ids(path: Path, name: str, spec: dict) -> None:
+    ids = spec["special_ids"]
+    where = f"{path}: modalities.{name}.special_ids"
+    if not isinstance(ids, dict) or set(ids) != set(SPECIAL_ROLES):
+        got = sorted(ids) if isinstance(ids, dict) else type(ids).__name__
+        raise DatasetError(f"{where} must map exactly {list(SPECIAL_ROLES)} to token ids (null where the tokenizer "
+                           f"has no such token); found {got}. Re-create or re-import the dataset.")
+    size = spec.get("vocab_size")
+    for role, v in ids.items():
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0 or (isinstance(size, int) and v >= size):
+            raise DatasetError(f"{where}.{role} is {v!r}; expected an id in [0, vocab_size={size}) or null. "
+                               "Re-create or re-import the dataset.")
 
 
 @dataclass(frozen=True)
@@ -113,6 +163,9 @@ def _manifest_from_json(path: Path) -> Manifest:
         raise DatasetError(f"{path}: field 'task' is {m.task!r}; expected 'regression' or 'classification'")
     if m.metric_family not in ("mosi", "sims", "cls"):
         raise DatasetError(f"{path}: field 'metric_family' is {m.metric_family!r}; expected mosi, sims or cls")
+    for name, spec in m.modalities.items():
+        if isinstance(spec, dict) and "special_ids" in spec:
+            _check_special_ids(path, name, spec)
     return m
 
 

@@ -21,7 +21,8 @@ Conversion (every key kept somewhere):
     regression_labels[_T/_A/_V] -> labels.csv M[, T, A, V];  raw_text -> text (manifest raw_text: true when
                               every part has it, so any tokenizer's ids can be derived);  id -> id
     token ids' record       -> modalities["text_ids"]: tokenizer bert-base-uncased (mosi family) or
-                              bert-base-chinese (sims family), vocab_sha256 None (see TOKENIZERS)
+                              bert-base-chinese (sims family), vocab_sha256 None (see TOKENIZERS), special_ids
+                              PAD 0, CLS 101, SEP 102, UNK 100 (both vocabularies')
     annotations, classification_labels -> labels.csv columns `annotation`, `classification_label`
 
 An unlabeled part (CH-SIMS v2's ch-simsv2u.pkl, `unlabeled=`) becomes the canonical `unlabeled` split: the same
@@ -39,7 +40,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .format import SPLITS, DatasetError, Manifest, write_dataset
+from .format import BERT_SPECIAL_IDS, SPLITS, DatasetError, Manifest, write_dataset
 
 
 class UnsafePickleError(DatasetError):
@@ -269,7 +270,7 @@ def import_mmsa(path: str | Path, out: str | Path, name: str, family: str | None
     if "text_ids" in tr:
         top = max(int(arrays[s]["text_ids"].max()) for s in arrays if "text_ids" in arrays[s])
         modalities["text_ids"] = {"vocab_size": max(vocab, top + 1), "max_len": int(tr["text_ids"].shape[1]),
-                                  "tokenizer": tok, "vocab_sha256": None}
+                                  "tokenizer": tok, "vocab_sha256": None, "special_ids": dict(BERT_SPECIAL_IDS)}
     del tr  # write_dataset drops each split once written (release=True): nothing else holds them
     lo = 3.0 if family == "mosi" else 1.0
     manifest = Manifest(

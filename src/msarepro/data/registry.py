@@ -22,6 +22,16 @@ class DatasetInfo:
 DATASETS: dict[str, DatasetInfo] = {}
 
 
+def preset_of(dataset: str, manifest: dict | None = None) -> str:
+    """The preset a run on `dataset` resolves: its manifest's `preset` when the manifest exists; before (a
+    registered dataset not generated or downloaded yet) the one its manifest will name: a synth-like set's real
+    dataset (synth-like-mosi -> mosi), else the dataset's own name."""
+    if manifest and manifest.get("preset"):
+        return manifest["preset"]
+    info = DATASETS.get(dataset)
+    return info.extra.get("like", dataset) if info is not None else dataset
+
+
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
     if info.name in DATASETS:
         raise ValueError(f"dataset {info.name!r} registered twice")

@@ -4,7 +4,8 @@ They exist so that `dvc repro` on a fresh clone trains every method on CPU in mi
 tell a method that learns from one that does not. Each generator also scores two reference predictors on its
 own test split, computed from the latent variables: `oracle` (knows every latent that sets the label) and
 `text_oracle` (knows only what the text shows: the text latent and the cue words). They bracket what a model
-can reach and are stored in the manifest under provenance.reference.
+can reach and are stored in the manifest under provenance.reference, with the oracle under the robustness
+evaluation's perturbations (`oracle_without`, `oracle_random_drop`, below).
 
 Trimodal generative process (synth-mosi, synth-sims; every split, the unlabeled pool included), per clip:
     z_t ~ U(-2, 2)                      text sentiment (dominant); its polarity is sign(z_t)
@@ -50,6 +51,34 @@ agreement is the only thing the modalities of a clip share. Now (seed 0, full si
 at chance (0.473) and the same detector on the shown sentiments (z_t, shown_a, shown_v) reaches 0.582
 (tests/test_synth.py pins both at half size).
 
+The oracle of a perturbed input (trimodal). What each modality shows: the text z_t (its two sentiment tokens)
+and r_a, r_v (the cue words); audio x_a = shown_a, vision x_v = shown_v (3 frames each). With all three,
+M = z_t + r_a x_a + r_v x_v is known exactly: `oracle` is E[M | T, A, V]. With less, the oracle is
+E[M | what is left] (latent.conditional_mean), exact under this process:
+    given the polarity s = sign(z_t):  E[z_t | s] = s E|z_t| = s,  E[z_m | s] = s (2q - 1) E|z_m| = s (2q - 1) 0.6,
+        z_a, z_v independent of each other and of |z_t|; so audio removed, text and vision kept:
+        E[M | T, V] = z_t + r_v x_v + r_a s (2q - 1) 0.6 (and V likewise; A and V removed: exactly text_oracle)
+    text removed (s, r_a, r_v unseen): a shown value x has density (q if sign x = s else 1 - q) / 1.2 when
+        relevant (r = 1) and 1 / 2.4 when a distractor (r = 0), so only its sign tells s and each value tells r
+        by its likelihood; E[M | x_a, x_v] = sum over s, r_a, r_v of the posterior weight times
+        (s + r_a x_a + r_v x_v), the weights P(s) = 1/2, P(r = 1) = 0.7 times those densities; a removed
+        audio or vision enters with E[r_m z_m | s] = 0.7 s (2q - 1) 0.6 instead.
+`oracle_without[R]` scores it on the test split for R in T, A, V, TA, TV, AV (the removed modalities; the
+metrics of the dataset's family). LNLN's random drop at rate r (issue 18: each position of a clip's true length
+dropped with probability r, text tokens to [UNK] except the first and last, frames to zero) loses a latent's
+evidence only when all the positions carrying it are dropped: z_t with probability r^2 (2 sentiment tokens), a
+cue word r (the oracle then weighs P(r_m = 1 | no cue seen) = 0.7 r / (0.7 r + 0.3)), a shown value r^3
+(3 frames), independently; a dropped position tells nothing else (it is dropped whatever it holds). Over
+the 2^5 outcomes with these probabilities, `oracle_random_drop["0.3"]` is the exact expectation over drop
+masks of the oracle's score, for the metrics that average a per-clip score (accuracies, MAE: PER_CLIP_METRICS;
+F1 and Corr are not linear in the clips and are left out). A method is scored on one mask (seed 1111), so it
+sits near this expectation, within the mask's sampling spread (Acc-2 sd about 0.014 on 300 clips at r = 0.5).
+The conditional expectation minimises squared error; for an accuracy it is a ceiling of reference, not a bound.
+Image-text: without the text the blob's colour is the most probable class (P(y = c | blob c) is largest for
+each class at these priors), without the image the text oracle (`oracle_without` "T", "I"); token drop and
+patch masking have no stored oracle. None of this draws a random number, so the arrays and labels are those
+of before (their SHA-256 unchanged).
+
 Sentiment is carried by a few positions of each sequence (2 text tokens, 3 audio and 3 vision frames); every
 other position is noise, and sequences have variable true lengths.
 Text is given both as token ids (a small vocabulary: sentiment words are bins of z_t, cue words, filler) and as
@@ -75,7 +104,8 @@ import pandas as pd
 
 from .. import metrics
 from .format import Manifest, embedded_tokenizer_name, vocab_digest, write_dataset
-from .latent import AV_MAX, draw_sentiment as _draw_sentiment, unit as _unit  # shared with synth_like.py
+from .latent import AV_MAX, conditional_mean  # latent.py: shared with synth_like.py
+from .latent import draw_sentiment as _draw_sentiment, unit as _unit
 
 PAD, CLS, SEP, UNK = 0, 1, 2, 3
 
@@ -131,9 +161,11 @@ def image_text_vocabulary() -> dict[str, int]:
 
 
 def text_ids_record(dataset: str, vocab: dict[str, int], max_len: int) -> dict:
-    """manifest modalities["text_ids"] of an embedded set: its own vocabulary, named and hashed (data/tokens.py)."""
+    """manifest modalities["text_ids"] of an embedded set: its own vocabulary, named and hashed (data/tokens.py),
+    with the ids of its special tokens (data/format.py)."""
     return {"vocab_size": len(vocab), "max_len": max_len, "tokenizer": embedded_tokenizer_name(dataset),
-            "vocab_sha256": vocab_digest(vocab, SPECIAL_TOKENS)}
+            "vocab_sha256": vocab_digest(vocab, SPECIAL_TOKENS),
+            "special_ids": {"pad": PAD, "cls": CLS, "sep": SEP, "unk": UNK}}
 
 
 def _round_grid(x: np.ndarray, step: float = 0.2) -> np.ndarray:
@@ -209,9 +241,53 @@ def generate_trimodal(spec: TrimodalSpec, seed: int) -> tuple[dict, pd.DataFrame
         "oracle": metrics.compute(fam, oracle, y),
         "text_oracle": metrics.compute(fam, text_oracle, y),
         "majority": metrics.compute(fam, np.full_like(y, np.median(latents["train"][0])), y),
+        **perturbed_oracles(spec, drawn["test"], y),
     }
     drawn_latents = TrimodalLatents(emb, {"text": u_t, "audio": u_a, "vision": u_v}, drawn)
     return arrays, pd.DataFrame(rows), reference, drawn_latents
+
+
+REMOVABLE = ("T", "A", "V", "TA", "TV", "AV")  # modality sets removed whole (issue 18's `remove`)
+DROP_RATES = tuple(i / 10 for i in range(10))  # LNLN's missing rates
+# The metrics that are a mean over clips of a per-clip score, so that their expectation over drop masks is exact.
+PER_CLIP_METRICS = {"mosi": ("Has0_acc_2", "Non0_acc_2", "Mult_acc_3", "Mult_acc_5", "Mult_acc_7", "MAE"),
+                    "sims": ("Mult_acc_2", "Mult_acc_3", "Mult_acc_5", "MAE")}
+
+
+def _observed(lat: dict, text: bool, audio: bool, vision: bool) -> dict:
+    """conditional_mean's observation arguments when each modality is kept whole (True) or removed (False)."""
+    return {"zt_seen": text, "cue_seen": {"a": lat["r_a"] & text, "v": lat["r_v"] & text},
+            "cue_miss": {"a": 0.0 if text else 1.0, "v": 0.0 if text else 1.0},
+            "shown_seen": {"a": audio, "v": vision}}
+
+
+def perturbed_oracles(spec: TrimodalSpec, lat: dict, y: np.ndarray) -> dict:
+    """The oracle's test scores when modalities are removed and under LNLN random drop (module docstring).
+    -> {"oracle_without": {removed: metrics}, "oracle_random_drop": {"0.1": per-clip metrics, ...}}."""
+    fam, div = spec.scale, (1.0 if spec.scale == "mosi" else 3.0)
+    without = {}
+    for removed in REMOVABLE:
+        obs = _observed(lat, "T" not in removed, "A" not in removed, "V" not in removed)
+        without[removed] = metrics.compute(fam, conditional_mean(lat, spec, **obs) / div, y)
+    drop = {}
+    for rate in DROP_RATES:
+        # the evidence of each latent survives when one of its positions is kept: z_t on 2 sentiment tokens, each
+        # cue on 1 token, each shown value on 3 frames; every outcome of those 5 events, with its probability
+        keep = {"zt": 1 - rate ** 2, "ka": 1 - rate, "kv": 1 - rate, "sa": 1 - rate ** 3, "sv": 1 - rate ** 3}
+        expected = dict.fromkeys(PER_CLIP_METRICS[fam], 0.0)
+        for outcome in np.ndindex(*(2,) * 5):
+            seen = dict(zip(keep, (bool(b) for b in outcome)))
+            p = float(np.prod([keep[k] if seen[k] else 1 - keep[k] for k in keep]))
+            if p == 0.0:
+                continue
+            pred = conditional_mean(lat, spec, zt_seen=seen["zt"],
+                                    cue_seen={"a": lat["r_a"] & seen["ka"], "v": lat["r_v"] & seen["kv"]},
+                                    cue_miss={"a": rate, "v": rate}, shown_seen={"a": seen["sa"], "v": seen["sv"]})
+            got = metrics.compute(fam, pred / div, y)
+            for k in expected:
+                expected[k] += p * got[k]
+        drop[f"{rate:.1f}"] = expected
+    return {"oracle_without": without, "oracle_random_drop": drop}
 
 
 def _word(tok: int) -> str:
@@ -283,6 +359,10 @@ def generate_image_text(n_sizes: dict[str, int], seed: int, image_size: int = 32
         "oracle": metrics.compute("cls", np.where(has_word, y, img_cls), y),
         "text_oracle": metrics.compute("cls", np.where(has_word, y, majority), y),
         "majority": metrics.compute("cls", np.full_like(y, majority), y),
+        # without the text: the image's blob colour is the most probable class (P(y = c | blob c) is largest
+        # for every prior here); without the image: the text oracle (a class word, else the majority class)
+        "oracle_without": {"T": metrics.compute("cls", img_cls, y),
+                           "I": metrics.compute("cls", np.where(has_word, y, majority), y)},
     }
     return arrays, pd.DataFrame(rows), reference
 

