@@ -234,24 +234,25 @@ def test_parse_and_plan():
 
 
 def test_special_ids_sources():
-    from msarepro.data.synth import SPECIAL_TOKENS, trimodal_vocabulary
-    from msarepro.data.format import vocab_digest
+    from msarepro.data.format import special_ids as recorded
 
-    rec = {"tokenizer": "msarepro synth-mosi vocabulary", "vocab_sha256": vocab_digest(trimodal_vocabulary(),
-                                                                                       SPECIAL_TOKENS)}
+    rec = {"tokenizer": "msarepro synth-mosi vocabulary", "vocab_sha256": "0" * 64}
+    rec["special_ids"] = recorded(rec)  # what provide_tokens puts into the loaded manifest
     assert special_ids("d", "text_ids", rec, rec["tokenizer"]) == SpecialIds(0, 1, 2, 3)
-    given = {**rec, "special_ids": {"pad": 9, "cls": 8, "sep": 7, "unk": 6}}
-    assert special_ids("d", "text_ids", given, rec["tokenizer"]) == SpecialIds(9, 8, 7, 6)
-    mmsa = {"tokenizer": "bert-base-chinese", "vocab_sha256": None}
-    assert special_ids("d", "text_ids", mmsa, "bert-base-chinese") == BERT_FALLBACK
+    clip_like = {"tokenizer": "x", "special_ids": {"pad": 9, "cls": None, "sep": None, "unk": 9}}
+    assert special_ids("d", "clip_ids", clip_like, "x") == SpecialIds(9, None, None, 9)
+    mmsa = {"tokenizer": "bert-base-cased", "vocab_sha256": None}  # no record, not loadable offline
+    assert special_ids("d", "text_ids", mmsa, "bert-base-cased") == BERT_FALLBACK
     assert special_ids("d", "text_ids", None, "packaged-minilm") == SpecialIds(0, 101, 102, 100)  # loaded
     with pytest.raises(ConfigError, match="special_ids"):
-        special_ids("d", "text_ids", {"tokenizer": "mine", "vocab_sha256": "00"}, "mine")
-    # a run's keys: ids the dataset carries use its record; derived ids the tokenizer the method asked for
+        special_ids("d", "text_ids", {"tokenizer": "mine", "special_ids": {"pad": 0, "cls": 1, "sep": 2,
+                                                                          "unk": None}}, "mine")
+    # a run's keys: each key's record in the loaded manifest, else the tokenizer the method asked for
     tokens = {"text_ids": {"tokenizer": rec["tokenizer"], "source": "dataset"},
               "clip_ids": {"tokenizer": "packaged-minilm", "source": "derived"}}
-    assert for_tokens("d", given, {"text_ids": "dataset", "clip_ids": "packaged-minilm"}, tokens) == {
-        "text_ids": SpecialIds(9, 8, 7, 6), "clip_ids": SpecialIds(0, 101, 102, 100)}
+    assert for_tokens("d", {"text_ids": rec, "clip_ids": {"tokenizer": "packaged-minilm"}},
+                      {"text_ids": "dataset", "clip_ids": "packaged-minilm"}, tokens) == {
+        "text_ids": SpecialIds(0, 1, 2, 3), "clip_ids": SpecialIds(0, 101, 102, 100)}
 
 
 # ---- evaluating saved runs -------------------------------------------------------------------------------------
@@ -285,10 +286,10 @@ def test_no_change_reproduces_the_runs_test_metrics_bit_for_bit(runs, name):
     by = {}
     for r in found:
         by.setdefault(r["perturbation"], {})[r["metric"]] = r["value"]
-    want = {"text_only": {"random_drop", "noise"}, "sfttr": set(P.KINDS) - {"remove", "token_drop", "patch_mask"},
-            "text_only_mvsa": {"token_drop"}}[name]  # text_only reads no audio (no shift rows), no image
-    assert set(by) == want
+    assert set(by) == {s.partition("@")[0] for s in ids}
     assert all(v == test for v in by.values())
+    if name == "text_only_mvsa":  # the embedded vocabulary's ids, from the manifest's record
+        assert loaded.special == {"text_ids": SpecialIds(0, 1, 2, 3)}
 
 
 def test_perturbed_inputs_never_meet_clean_cached_values(runs, monkeypatch):
@@ -314,11 +315,23 @@ def test_cli_writes_the_long_csv(runs, tmp_path, capsys):
                  "--perturbations", "random_drop,token_drop,remove,noise@10", "--out", str(out), "--no-progress"]) == 0
     t = pd.read_csv(out)
     assert tuple(t.columns) == COLUMNS
-    assert set(zip(t["dataset"], t["perturbation"], t["modalities"], t["severity"])) == {
-        ("synth-mosi", "random_drop", "text", 0.0), ("synth-mosi", "random_drop", "text", 0.5),
-        ("synth-mosi", "remove", "text", 1.0), ("synth-mosi", "noise", "text", 10.0),
-        ("synth-mvsa", "token_drop", "text", 0.0), ("synth-mvsa", "token_drop", "text", 0.5),
-        ("synth-mvsa", "remove", "text", 1.0)}
+    got = set(zip(t["dataset"], t["perturbation"], t["modalities"], t["severity"]))
+    assert got == {("synth-mosi", "random_drop", "TAV", 0.0), ("synth-mosi", "random_drop", "TAV", 0.5),
+                   ("synth-mosi", "noise", "TAV", 10.0), ("synth-mvsa", "token_drop", "T", 0.0),
+                   ("synth-mvsa", "token_drop", "T", 0.5), ("synth-mvsa", "remove", "T", 1.0),
+                   ("synth-mvsa", "remove", "I", 1.0)} | {
+        ("synth-mosi", "remove", s, 1.0) for s in ("T", "A", "V", "TA", "TV", "AV")}
+    rows_of = t.set_index(["dataset", "perturbation", "modalities", "metric"])["value"]
+    assert rows_of["synth-mosi", "remove", "A", "MAE"] == rows_of["synth-mosi", "random_drop", "TAV", "MAE"].iloc[0]
+    assert rows_of["synth-mosi", "remove", "TA", "MAE"] == rows_of["synth-mosi", "remove", "T", "MAE"]  # no audio
+    from msarepro.report.robustness import read_robustness_csv
+    assert len(read_robustness_csv(out)) == len(t)  # the tables' reader takes it as it is
+    assert main(["robustness", str(runs["text_only"]), str(runs["text_only_mvsa"]), "--rates", "0,0.5",
+                 "--perturbations", "random_drop,token_drop,remove,noise@10", "--out-dir", str(tmp_path / "per"),
+                 "--no-progress"]) == 0
+    per = {f.name: pd.read_csv(f) for f in sorted((tmp_path / "per").iterdir())}
+    assert list(per) == ["synth-mosi.csv", "synth-mvsa.csv"]
+    assert pd.concat(per.values(), ignore_index=True).equals(t)
     clean = t[(t["dataset"] == "synth-mosi") & (t["severity"] == 0)]
     assert dict(zip(clean["metric"], clean["value"])) == \
         json.loads((runs["text_only"] / "metrics.json").read_text())["test"]  # exact through the CSV too

@@ -1,4 +1,4 @@
-"""`msarepro robustness RUN_DIR... --out FILE.csv`: finished runs' valid-selected checkpoints scored on their test
+"""`msarepro robustness RUN_DIR... --out FILE.csv | --out-dir DIR`: finished runs' valid-selected checkpoints scored on their test
 split under test-time perturbations (LNLN's random drop, modality removal, noise, shift; image-text token drops,
 patch masks, removal), one long CSV (docs/robustness.md)."""
 from __future__ import annotations
@@ -9,8 +9,8 @@ def cmd_robustness(args) -> int:
 
     table = evaluate_runs(args.runs, args.out, items=_split(args.perturbations), rates=parse_rates(args.rates),
                           modalities=_split(args.modalities), device=args.device, seed=args.eval_seed,
-                          progress=not args.no_progress)
-    print(f"{args.out}: {len(table)} rows ({table['run'].nunique()} runs)")
+                          progress=not args.no_progress, out_dir=args.out_dir)
+    print(f"{args.out or args.out_dir}: {len(table)} rows ({table['run'].nunique()} runs)")
     return 0
 
 
@@ -22,8 +22,11 @@ def add_commands(sub) -> None:
     sp = sub.add_parser("robustness", help="score runs' best checkpoints on the test split under perturbations "
                                            "(missing data, removed modalities, noise, misalignment)")
     sp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (with best.pt)")
-    sp.add_argument("--out", required=True, help="the long CSV to write (dataset,method,seed,run,perturbation,"
-                                                 "modalities,severity,metric,value)")
+    where = sp.add_mutually_exclusive_group(required=True)
+    where.add_argument("--out", help="the long CSV to write (dataset,method,seed,run,perturbation,modalities,"
+                                     "severity,metric,value)")
+    where.add_argument("--out-dir", help="write one such CSV per dataset, OUT_DIR/<dataset>.csv (the layout the "
+                                         "robustness tables read)")
     sp.add_argument("--rates", default="0:0.9:0.1",
                     help="missing rates of random_drop / token_drop / patch_mask: START:STOP:STEP or a comma list "
                          "(default 0:0.9:0.1, LNLN's)")

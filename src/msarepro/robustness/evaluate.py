@@ -15,10 +15,11 @@ Output: a long table, one row per (run, perturbation, metric), columns `COLUMNS`
     dataset       the dataset's name (manifest)            method   the run's name (a variant's name included)
     seed          the run's seed                           run      the run directory, relative to the cwd
     perturbation  random_drop | remove | noise | shift | token_drop | patch_mask
-    modalities    the modalities it touched among those the model reads, `+`-joined (text+audio+vision)
+    modalities    the modalities it was applied to, as letters in the order T, A, V, I (TAV, TA, I)
     severity      missing rate / SNR in dB / frames; 1.0 for remove
     metric,value  each test metric of the dataset's family (MMSA's names)
-A perturbation that touches nothing the model reads (remove@A for a model without audio) has no rows.
+Every perturbation is applied to every run of its dataset family, whatever the model reads, so that every method
+has every cell of report/robustness.py's tables (a model unaffected by a modality's loss scores as on clean data).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ import torch
 from .. import config
 from ..config import ConfigError, RuntimeConfig
 from ..data.loader import SplitTensors
-from .perturb import (EVAL_SEED, FAMILY_MODALITIES, ID_KEYS, KINDS, MODALITY_KEYS, Perturbation, SpecialIds, parse)
+from .perturb import EVAL_SEED, FAMILY_MODALITIES, ID_KEYS, KINDS, Perturbation, SpecialIds, letters, parse
 
 COLUMNS = ("dataset", "method", "seed", "run", "perturbation", "modalities", "severity", "metric", "value")
 DEFAULT_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # LNLN's 0.0, 0.1, ..., 0.9
@@ -108,7 +109,7 @@ class PerturbedSplit:
                  keys: Iterable[str], seed: int = EVAL_SEED):
         self.split, self.perturbation, self.special, self.keys_read = split, perturbation, special, frozenset(keys)
         self.seed = seed
-        self.name = f"{split.name}|{perturbation.label}|{'+'.join(perturbation.modalities)}|seed{seed}"
+        self.name = f"{split.name}|{perturbation.label}|{letters(perturbation.modalities)}|seed{seed}"
 
     def __len__(self) -> int:
         return len(self.split)
@@ -174,13 +175,12 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     ds = load_dataset(data_dir, verify_hashes=data.verify_hashes, splits=("test",),
                       lazy=should_load_lazily(data_dir, rt, ("test",)))
     ds.manifest = dataclasses.replace(ds.manifest, preset=resolved.get("preset") or ds.manifest.preset)
-    native = ds.manifest.modalities.get("text_ids")  # before provide_tokens replaces the record
     requests = {r.key: r.tokenizer for r in cls.token_requests(cfg, ds.manifest)}
     tokens = provide_inputs(method, cfg, ds, data.root)
     if "tokens" in resolved and tokens != resolved["tokens"]:
         raise ConfigError(f"{run_dir / 'config.json'}: the run read tokens {resolved['tokens']}, the dataset now "
                           f"gives {tokens}; re-create the dataset's tokens as they were, or retrain")
-    special = for_tokens(ds.manifest.name, native, requests, tokens)
+    special = for_tokens(ds.manifest.name, ds.manifest.modalities, requests, tokens)
     reads = frozenset(cls.required_modalities(cfg, ds.manifest)) | frozenset(tokens)
     dev = pick_device(device)
     configure(rt, dev)
@@ -194,13 +194,6 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     return LoadedRun(run_dir, resolved, metrics, model.eval(), ds.manifest, test, reads, special, rt, dev)
 
 
-def modalities_read(p: Perturbation, reads: Iterable[str]) -> tuple[str, ...]:
-    """The modalities of `p` that the model reads (one of their batch keys is among `reads`; noise changes
-    feature sequences only, so a text read as token ids does not count for it)."""
-    reads = set(reads) - (set(ID_KEYS) if p.name == "noise" else set())
-    return tuple(m for m in p.modalities if reads & set(MODALITY_KEYS[m]))
-
-
 def _run_label(run_dir: Path) -> str:
     try:
         return str(run_dir.resolve().relative_to(Path.cwd().resolve()))
@@ -210,20 +203,17 @@ def _run_label(run_dir: Path) -> str:
 
 def evaluate_run(run: LoadedRun, perturbations: Sequence[Perturbation], seed: int = EVAL_SEED,
                  progress: bool = True) -> list[dict]:
-    """Rows (COLUMNS) of every perturbation that touches what the model reads, scored through train.predict."""
+    """Rows (COLUMNS) of every perturbation, scored through train.predict. Each is applied as named, whether or
+    not the model reads what it changes (a text-only model under remove@A scores as on clean data: that is its
+    robustness to losing the audio)."""
     from ..runtime import progress as bar
     from ..train import predict, score
 
     r = run.resolved
     y = run.test.tensors["y"].numpy()
-    rows, mismatched, seen = [], [], set()
+    rows, mismatched = [], []
     for p in bar(perturbations, f"robustness {r['model']}/{run.manifest.name}/{r['seed']}", unit="perturbation",
                  enabled=progress):
-        mods = modalities_read(p, run.reads)
-        p = dataclasses.replace(p, modalities=mods)
-        if not mods or p in seen:  # nothing it reads, or the same as one done (remove@TA = remove@T without audio)
-            continue
-        seen.add(p)
         run.model.clear_cached()  # no clean (or other perturbation's) per-clip values survive
         split = PerturbedSplit(run.test, p, run.special, run.reads, seed)
         outputs, _ = predict(run.model, split, run.device, batch_size=PREDICT_BATCH, runtime=run.runtime)
@@ -231,7 +221,7 @@ def evaluate_run(run: LoadedRun, perturbations: Sequence[Perturbation], seed: in
         if p.identity and scores != run.metrics["test"]:
             mismatched.append(p.label)
         base = {"dataset": run.manifest.name, "method": r["model"], "seed": r["seed"], "run": _run_label(run.run_dir),
-                "perturbation": p.name, "modalities": "+".join(mods), "severity": float(p.severity)}
+                "perturbation": p.name, "modalities": letters(p.modalities), "severity": float(p.severity)}
         rows += [{**base, "metric": k, "value": float(v)} for k, v in scores.items()]
     run.model.clear_cached()
     if mismatched:
@@ -240,12 +230,14 @@ def evaluate_run(run: LoadedRun, perturbations: Sequence[Perturbation], seed: in
     return rows
 
 
-def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path, items: Sequence[str] | None = None,
+def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, items: Sequence[str] | None = None,
                   rates: Sequence[float] = DEFAULT_RATES, modalities: Iterable[str] | None = None,
-                  device: str | None = None, seed: int = EVAL_SEED, progress: bool = True) -> pd.DataFrame:
-    """Every run under its family's perturbations -> the long table, written atomically to `out` (CSV)."""
-    from ..io import atomic_path
-
+                  device: str | None = None, seed: int = EVAL_SEED, progress: bool = True,
+                  out_dir: str | Path | None = None) -> pd.DataFrame:
+    """Every run under its family's perturbations -> the long table, written atomically to `out` (one CSV) and/or
+    to `out_dir`/<dataset>.csv (one CSV per dataset, the layout report/robustness.py reads)."""
+    if out is None and out_dir is None:
+        raise ConfigError("say where the table goes: an output file (--out) or folder (--out-dir)")
     if not run_dirs:
         raise ConfigError("no run directories given")
     modalities = None if modalities is None else list(modalities)
@@ -270,6 +262,18 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path, items: Sequen
         print(f"{d}: {len({(x['perturbation'], x['modalities'], x['severity']) for x in new})} perturbations in "
               f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
-    with atomic_path(out) as tmp:
-        table.to_csv(tmp, index=False)
+    if out is not None:
+        write_csv(table, out)
+    if out_dir is not None:
+        for dataset, part in table.groupby("dataset", sort=True):
+            write_csv(part, Path(out_dir) / f"{dataset}.csv")
     return table
+
+
+def write_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """The long table as CSV (floats written in full, so that values read back equal those computed), atomically."""
+    from ..io import atomic_path
+
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, index=False)
+    return Path(path)

@@ -54,10 +54,11 @@ ID_KEYS = ("text_ids", "clip_ids")
 
 @dataclass(frozen=True)
 class SpecialIds:
-    """The special token ids of one tokenizer (robustness/special.py finds them)."""
-    pad: int
-    cls: int
-    sep: int
+    """The special token ids of one tokenizer (robustness/special.py finds them; None where it has no such token,
+    e.g. CLIP's has no [CLS]). Only `unk` is used: the first and last real tokens are kept by position."""
+    pad: int | None
+    cls: int | None
+    sep: int | None
     unk: int
 
 

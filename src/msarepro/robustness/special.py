@@ -1,15 +1,15 @@
 """The special token ids ([PAD], [CLS], [SEP], [UNK]) of the token ids a model reads, for the perturbations that
-replace dropped tokens by the unknown token and keep the first and last real token.
+replace dropped tokens by the unknown token (the first and last real tokens are kept by position, so of these
+ids only the unknown one is needed; the others are kept for the record).
 
 Where they come from, in this order:
-    1. the dataset's manifest: modalities["text_ids"]["special_ids"] = {"pad", "cls", "sep", "unk"} (datasets that
-       carry token ids of their own record them), for ids the dataset carries;
-    2. the embedded generators' vocabularies (data/synth.py), recognised by their vocabulary SHA-256;
-    3. the tokenizer itself, loaded by name (ids derived from raw text, data/tokens.py): its unk, cls (else bos),
-       sep (else eos) and pad ids;
-    4. a Google BERT WordPiece vocabulary that cannot be loaded here (MMSA's bert-base-uncased / bert-base-chinese
-       ids, offline): [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102, the ids every such vocabulary shares (said on
-       stderr);
+    1. the token-id record: `special_ids` = {"pad", "cls", "sep", "unk"} under the dataset's
+       modalities["text_ids"] (data/format.py: written by the importers and generators, or known for a manifest
+       written before the field existed) and under a derived cache entry's record, both of which
+       data.tokens.provide_tokens puts into the loaded manifest's modalities[key];
+    2. the tokenizer itself, loaded by name: its unk, cls (else bos), sep (else eos) and pad ids;
+    3. a Google BERT WordPiece vocabulary that cannot be loaded here: [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102,
+       the ids every such vocabulary shares (said on stderr);
 and otherwise a ConfigError naming the dataset and the tokenizer.
 """
 from __future__ import annotations
@@ -25,32 +25,26 @@ _BERT_NAME = re.compile(r"^(google-bert/)?bert-(base|large)-(uncased|cased|chine
 BERT_NAMES = ("packaged-minilm",)  # the packaged MiniLM reads bert-base-uncased's WordPiece vocabulary
 
 
+def _id(v) -> int | None:
+    return None if v is None else int(v)
+
+
 def from_record(record: dict | None) -> SpecialIds | None:
-    """SpecialIds from a manifest token-id record's "special_ids", or None when it has none."""
+    """SpecialIds from a token-id record's "special_ids" ({"pad", "cls", "sep", "unk"}, null where the tokenizer
+    has no such token), or None when it has none or no unknown token."""
     ids = (record or {}).get("special_ids")
-    if not ids:
+    if not ids or ids.get("unk") is None:
         return None
     try:
-        return SpecialIds(pad=int(ids["pad"]), cls=int(ids["cls"]), sep=int(ids["sep"]), unk=int(ids["unk"]))
-    except (KeyError, TypeError, ValueError):
-        raise ConfigError(f"manifest special_ids {ids!r}: expected integers pad, cls, sep and unk") from None
-
-
-def embedded(record: dict | None) -> SpecialIds | None:
-    """The special ids of an embedded generator's vocabulary whose SHA-256 the record names, else None."""
-    from ..data.format import vocab_digest
-    from ..data.synth import SPECIAL_TOKENS, image_text_vocabulary, trimodal_vocabulary
-
-    want = (record or {}).get("vocab_sha256")
-    for vocab in (trimodal_vocabulary(), image_text_vocabulary()):
-        if want and vocab_digest(vocab, SPECIAL_TOKENS) == want:
-            return SpecialIds(pad=vocab["[PAD]"], cls=vocab["[CLS]"], sep=vocab["[SEP]"], unk=vocab["[UNK]"])
-    return None
+        return SpecialIds(pad=_id(ids.get("pad")), cls=_id(ids.get("cls")), sep=_id(ids.get("sep")),
+                          unk=int(ids["unk"]))
+    except (TypeError, ValueError):
+        raise ConfigError(f"special_ids {ids!r}: expected integer ids (or null) for pad, cls, sep and unk") from None
 
 
 def from_tokenizer(name: str) -> SpecialIds | None:
-    """The ids of tokenizer `name` loaded by data.tokens.load_tokenizer, or None when it cannot be loaded or lacks
-    an unknown token."""
+    """The ids of tokenizer `name` loaded by data.tokens.load_tokenizer, or None when it cannot be loaded or has
+    no unknown token."""
     from ..data.tokens import DATASET_TOKENIZER, load_tokenizer
 
     if not name or name == DATASET_TOKENIZER:
@@ -59,12 +53,11 @@ def from_tokenizer(name: str) -> SpecialIds | None:
         tok = load_tokenizer(name)
     except (ConfigError, ValueError):
         return None
+    if tok.unk_token_id is None:
+        return None
     cls = tok.cls_token_id if tok.cls_token_id is not None else tok.bos_token_id
     sep = tok.sep_token_id if tok.sep_token_id is not None else tok.eos_token_id
-    if tok.unk_token_id is None or cls is None or sep is None:
-        return None
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    return SpecialIds(pad=int(pad), cls=int(cls), sep=int(sep), unk=int(tok.unk_token_id))
+    return SpecialIds(pad=_id(tok.pad_token_id), cls=_id(cls), sep=_id(sep), unk=int(tok.unk_token_id))
 
 
 def is_bert_vocabulary(name: str) -> bool:
@@ -72,29 +65,28 @@ def is_bert_vocabulary(name: str) -> bool:
 
 
 def special_ids(dataset: str, key: str, record: dict | None, tokenizer: str) -> SpecialIds:
-    """The special ids of batch key `key` (text_ids, clip_ids) of dataset `dataset`. record: the manifest's
-    token-id record of ids the dataset carries (None for ids derived from raw text); tokenizer: the name of the
-    tokenizer the ids belong to (the record's, or the one the method requested)."""
-    found = from_record(record) or embedded(record) or from_tokenizer(tokenizer)
+    """The special ids of batch key `key` (text_ids, clip_ids) of dataset `dataset`. record: the key's token-id
+    record in the loaded manifest (after provide_tokens); tokenizer: the name of the tokenizer the ids belong to."""
+    found = from_record(record) or from_tokenizer(tokenizer)
     if found is not None:
         return found
     if is_bert_vocabulary(tokenizer):
         print(f"msarepro: note: {dataset} {key}: no special token ids recorded and tokenizer {tokenizer!r} cannot "
               "be loaded here; using BERT WordPiece's [PAD] 0, [UNK] 100, [CLS] 101, [SEP] 102", file=sys.stderr)
         return BERT_FALLBACK
-    raise ConfigError(f"dataset {dataset}: the special token ids of {key} (tokenizer {tokenizer!r}) are unknown: "
-                      "the manifest records no special_ids under modalities.text_ids, the tokenizer cannot be "
-                      "loaded and is not a BERT vocabulary; add special_ids {\"pad\", \"cls\", \"sep\", \"unk\"} to "
-                      "the dataset's manifest.json record, or make the tokenizer loadable (a local folder)")
+    raise ConfigError(f"dataset {dataset}: the unknown-token id of {key} (tokenizer {tokenizer!r}) is not known: "
+                      "its record has no special_ids with an unk, the tokenizer cannot be loaded here and is not a "
+                      "BERT vocabulary; add special_ids {\"pad\", \"cls\", \"sep\", \"unk\"} to modalities.text_ids "
+                      "of the dataset's manifest.json, or make the tokenizer loadable (a local folder)")
 
 
-def for_tokens(dataset: str, native: dict | None, requests: dict[str, str], tokens: dict[str, dict]) -> dict[str, SpecialIds]:
-    """The special ids of every token-id key a model reads: native, the manifest's modalities["text_ids"] record
-    as loaded (before data.tokens.provide_tokens replaces it); requests, {key: tokenizer} of the method's
-    `token_requests`; tokens, provide_tokens' records ({key: {"tokenizer", "source", ...}}). -> {key: SpecialIds}."""
+def for_tokens(dataset: str, modalities: dict, requests: dict[str, str], tokens: dict[str, dict]) -> dict[str, SpecialIds]:
+    """The special ids of every token-id key a model reads. modalities: the loaded manifest's modalities after
+    data.tokens.provide_tokens (each key's record, with special_ids where known); requests: {key: tokenizer} of
+    the method's `token_requests`; tokens: provide_tokens' records ({key: {"tokenizer", "source", ...}}).
+    -> {key: SpecialIds}."""
     out = {}
     for key, rec in tokens.items():
-        from_dataset = rec["source"] == "dataset"
-        out[key] = special_ids(dataset, key, native if from_dataset else None,
-                               rec["tokenizer"] if from_dataset else requests[key])
+        name = rec["tokenizer"] if rec["source"] == "dataset" else requests[key]
+        out[key] = special_ids(dataset, key, modalities.get(key), name)
     return out
