@@ -1,6 +1,6 @@
-"""`msarepro robustness RUN_DIR... --out FILE.csv | --out-dir DIR`: finished runs' valid-selected checkpoints scored on their test
-split under test-time perturbations (LNLN's random drop, modality removal, noise, shift; image-text token drops,
-patch masks, removal), one long CSV (docs/robustness.md)."""
+"""`msarepro robustness RUN_DIR... --out FILE.csv | --out-dir DIR`: finished runs' valid-selected checkpoints
+scored on their test split under test-time perturbations (LNLN's random drop, modality removal, noise, shift;
+image-text token drops, patch masks, removal), one long CSV or one per dataset (docs/robustness.md)."""
 from __future__ import annotations
 
 

@@ -80,7 +80,8 @@ def special_ids(dataset: str, key: str, record: dict | None, tokenizer: str) -> 
                       "of the dataset's manifest.json, or make the tokenizer loadable (a local folder)")
 
 
-def for_tokens(dataset: str, modalities: dict, requests: dict[str, str], tokens: dict[str, dict]) -> dict[str, SpecialIds]:
+def for_tokens(dataset: str, modalities: dict, requests: dict[str, str],
+               tokens: dict[str, dict]) -> dict[str, SpecialIds]:
     """The special ids of every token-id key a model reads. modalities: the loaded manifest's modalities after
     data.tokens.provide_tokens (each key's record, with special_ids where known); requests: {key: tokenizer} of
     the method's `token_requests`; tokens: provide_tokens' records ({key: {"tokenizer", "source", ...}}).
