@@ -72,6 +72,9 @@ class MethodConfig:
     warmup_ratio: float = 0.0
     grad_clip: float = 0.0  # max grad norm; 0 = off
     task_loss: str = "auto"  # auto (mse / ce by task) | mse | l1 | ce
+    # LNLN's training on incomplete inputs (robustness/training.py): per epoch and modality, a clip's missing rate
+    # ~ U(0, train_missing_rate), 0 for a random half of the clips; 0 = complete inputs (LNLN: 1.0)
+    train_missing_rate: float = 0.0
 
     OPTIMIZERS = ("adam", "adamw")
     SCHEDULERS = ("none", "cosine", "linear", "plateau")
@@ -85,6 +88,9 @@ class MethodConfig:
         if self.batch_size < 1 or self.max_epochs < 1 or self.patience < 0:
             raise ConfigError(f"{where}: batch_size and max_epochs must be >= 1 and patience >= 0 (got "
                               f"{self.batch_size}, {self.max_epochs}, {self.patience})")
+        if not 0.0 <= self.train_missing_rate <= 1.0:
+            raise ConfigError(f"{where}.train_missing_rate: {self.train_missing_rate}; expected a rate in [0, 1] "
+                              "(0 = off; LNLN: 1.0)")
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ConfigError(f"{where}.warmup_ratio: {self.warmup_ratio}; expected a fraction in [0, 1)")
 
@@ -144,6 +150,25 @@ class RegressionConfig:
         """The settings an expected-metrics file is recorded with (JSON types)."""
         return {k: to_jsonable(getattr(self, k)) for k in ("datasets", "seeds", "scale", "max_epochs",
                                                              "pretrain_epochs")}
+
+
+@dataclass(frozen=True)
+class RobustnessConfig:
+    """The `robustness` stage (msarepro.robustness, docs/robustness.md): the sweep's runs re-scored on TEST under
+    perturbations. Empty methods / datasets / seeds mean the sweep's (`sweep:`); perturbations: kind names
+    (random_drop, remove, noise, shift, token_drop, patch_mask) or single ones ('noise@10', 'remove@TA'), empty
+    = every kind of a dataset's family; rates: the drop kinds' missing rates (LNLN: 0.0 ... 0.9)."""
+    enabled: bool = True
+    methods: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = ()
+    perturbations: tuple[str, ...] = ()
+    rates: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(10))
+    eval_seed: int = 1111  # LNLN's evaluation seed: the same drops for every method, seed and checkpoint
+
+    def validate(self, where: str) -> None:
+        if not self.rates or any(not 0.0 <= r <= 1.0 for r in self.rates):
+            raise ConfigError(f"{where}.rates: {list(self.rates)}; expected missing rates in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -259,6 +284,7 @@ class Params:
     variants: dict[str, VariantConfig] = dataclasses.field(default_factory=dict)
     ablations: AblationsConfig = AblationsConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    robustness: RobustnessConfig = RobustnessConfig()
 
 
 def with_preset(block: dict | None, preset: str = "") -> dict:
@@ -407,7 +433,7 @@ def load_raw(path: str | Path = "params.yaml") -> dict:
 
 SECTIONS = {"data": DataConfig, "sweep": SweepConfig, "pipeline": PipelineConfig, "evaluate": EvaluateConfig,
             "regression": RegressionConfig, "ablations": AblationsConfig,
-            "runtime": RuntimeConfig}
+            "runtime": RuntimeConfig, "robustness": RobustnessConfig}
 TOP_LEVEL = ("model", "dataset", "seed", *SECTIONS, "pretrain", "methods", "variants")
 VARIANT_NAME = re.compile(r"[a-z0-9][a-z0-9_-]*")
 

@@ -154,6 +154,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     ds = with_preset_override(params, ds, spec.preset)
     cfg = method_config(params, spec.model, ds.manifest.preset or ds.manifest.name)  # a variant's settings applied
     method = method_of(params, spec.model)  # the registered method behind a variant name
+    requests = _token_requests(method, cfg, ds.manifest)  # for training drops: before provide_inputs
     tokens = provide_inputs(method, cfg, ds, params.data.root)  # the dataset checked, before anything loads
     manifest = ds.manifest
     device = pick_device(spec.device)
@@ -167,6 +168,7 @@ def run(params: Params, spec: RunSpec) -> dict:
     compiled(model, rt)  # in place: the same module, the same state_dict keys
     steps = math.ceil(len(splits["train"]) / cfg.batch_size)
     starts = _stage_starts(model, cfg)
+    drops = training_drops(method, cfg, manifest, requests, tokens, len(splits["train"]), spec.seed)
 
     def build_stage(k: int):
         return stage_optimizer(model, cfg, starts, k, steps)
@@ -219,8 +221,10 @@ def run(params: Params, spec: RunSpec) -> dict:
         if _stage_of(starts, epoch) != stage:  # a new stage: fresh optimizer state and schedule
             stage = _stage_of(starts, epoch)
             opt, sched = build_stage(stage)
-        model.use_split(splits["train"])
+        model.use_split(splits["train"] if drops is None else None)  # dropped inputs: no per-clip cache
         model.on_epoch_start(epoch, splits["train"])
+        if drops is not None:
+            drops.start_epoch(epoch)
         model.pop_epoch_counters()  # count only what this epoch's training batches report
         model.train()
         gen = torch.Generator().manual_seed(spec.seed * 1000 + epoch)
@@ -231,6 +235,8 @@ def run(params: Params, spec: RunSpec) -> dict:
         for b, batch in enumerate(splits["train"].batches(cfg.batch_size, shuffle=True, generator=gen,
                                                           drop_last=_drop_last(model, cfg, splits))):
             _fault_point(epoch, b)
+            if drops is not None:
+                batch = drops.apply(batch)
             batch = to_device(batch, device, pinned)
             terms = train_step(model, batch, epoch, opt, sched, cfg, rt, device)
             for k, v in terms.items():  # exactly the float64 sum of the terms' float32 values, as Python's was
@@ -271,6 +277,30 @@ def run(params: Params, spec: RunSpec) -> dict:
             bar.set_postfix(valid=f"{value:.4f}", best=state["best_epoch"])
     elapsed = time.perf_counter() - t0
     return _finish(out, spec, manifest, splits, state, sel, y, elapsed, n_seen, device.type)
+
+
+def _token_requests(method: str, cfg: MethodConfig, manifest) -> dict[str, str] | None:
+    """{batch key: tokenizer} of the method's token requests, read before data.tokens.provide_tokens changes the
+    manifest's records, for the training drops; None when cfg.train_missing_rate is 0 (no drops)."""
+    if cfg.train_missing_rate <= 0:
+        return None
+    from .methods import get_method
+    return {r.key: r.tokenizer for r in get_method(method).token_requests(cfg, manifest)}
+
+
+def training_drops(method: str, cfg: MethodConfig, manifest, requests: dict[str, str] | None, tokens: dict,
+                   n_train: int, seed: int):
+    """LNLN's training drops (robustness/training.py) when cfg.train_missing_rate > 0, else None: on the batch keys
+    the model reads, token ids with their tokenizer's special ids (robustness.special.for_tokens, as the
+    evaluation finds them)."""
+    if requests is None:
+        return None
+    from .methods import get_method
+    from .robustness.special import for_tokens
+    from .robustness.training import TrainingDrops
+    special = for_tokens(manifest.name, manifest.modalities, requests, tokens or {})
+    keys = set(get_method(method).required_modalities(cfg, manifest)) | set(tokens or {})
+    return TrainingDrops(cfg.train_missing_rate, manifest.family, n_train, seed, special, keys)
 
 
 def stage_optimizer(model, cfg: MethodConfig, starts: tuple[int, ...], k: int, steps_per_epoch: int):
