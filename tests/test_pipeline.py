@@ -13,6 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -426,8 +427,12 @@ def test_dvc_pipeline_end_to_end(e2e):
     p, cold = e2e.project, e2e.cold
     for f in ("reports/tables/synth-mosi.md", "reports/tables/synth-mosi.tex", "reports/README.md",
               "reports/metrics/metrics.json", "runs/train/metrics.json", "runs/train/resolved.json",
-              "pretrain/synth-mosi/skipped.json"):
+              "pretrain/synth-mosi/skipped.json", "reports/robustness/synth-mosi.csv",
+              "reports/tables/robustness/synth-mosi.md", "reports/figures/robustness/synth-mosi.png"):
         assert (p / f).exists(), f
+    robust = pd.read_csv(p / "reports/robustness/synth-mosi.csv")  # the sweep's methods, not the ablation's variant
+    assert set(robust["method"]) == {"text_only", "lf_dnn"} and "robustness/synth-mosi.md" in (
+        p / "reports/README.md").read_text()
     md = (p / "reports/tables/synth-mosi.md").read_text()
     assert "| text_only |" in md and "| lf_dnn |" in md
     assert sweep_log(cold)[-1].endswith("3 jobs in the grid, 3 to run, 0 up to date"), sweep_log(cold)
@@ -444,7 +449,7 @@ def test_dvc_pipeline_end_to_end(e2e):
     stamps = run_stamps(p)
     edit_params(p, "methods.lf_dnn.lr=0.003", "methods.lf_dnn.weight_decay=0.01", "methods.tfn.lr=0.01")
     out = sh([DVC, "repro"], p).stdout
-    assert ran_stages(out) == {"resolve", "sweep", "evaluate", "tables", "figures"}, out
+    assert ran_stages(out) == {"resolve", "sweep", "robustness", "evaluate", "tables", "figures"}, out
     said = sweep_log(out)
     assert said[-1].endswith("3 jobs in the grid, 2 to run, 1 up to date"), said
     assert any(line.startswith("runs/sweep/lf_dnn/") and "(config.lr, config.weight_decay)" in line for line in said)

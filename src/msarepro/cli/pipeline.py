@@ -104,7 +104,8 @@ def cmd_tables(args) -> int:
     prov = {"commit": _git("rev-parse", "HEAD"), "msarepro": __version__, "torch": torch.__version__,
             "params": args.params}
     paths = write_reports(Path(args.metrics), Path(args.papers), Path(args.out), list(params.sweep.methods), prov,
-                          params_path=Path(args.params))  # variants: refusals and sensitivity figures
+                          params_path=Path(args.params),  # variants: refusals and sensitivity figures
+                          robustness_dir=Path(args.robustness) if args.robustness else None)
     print(f"wrote {len(paths)} files under {args.out}; tables: {Path(args.out) / 'tables'}")
     return 0
 
@@ -165,6 +166,8 @@ def add_commands(sub) -> None:
     t.add_argument("--metrics", default="reports/metrics")
     t.add_argument("--papers", default="reports/paper_results")
     t.add_argument("--out", default="reports")
+    t.add_argument("--robustness", default="", metavar="DIR", help="the robustness stage's CSVs (reports/robustness): "
+                   "adds reports/tables/robustness/ and reports/figures/robustness/")
     with_params(t)
     t.set_defaults(fn=cmd_tables)
 

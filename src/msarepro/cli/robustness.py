@@ -1,11 +1,25 @@
 """`msarepro robustness RUN_DIR... --out FILE.csv | --out-dir DIR`: finished runs' valid-selected checkpoints
 scored on their test split under test-time perturbations (LNLN's random drop, modality removal, noise, shift;
-image-text token drops, patch masks, removal), one long CSV or one per dataset (docs/robustness.md)."""
+image-text token drops, patch masks, removal), one long CSV or one per dataset (docs/robustness.md).
+`msarepro robustness --stage [--sweep runs/sweep] --out-dir reports/robustness`: the DVC stage, the sweep's runs
+with params.yaml's `robustness:` settings (robustness/stage.py)."""
 from __future__ import annotations
 
 
 def cmd_robustness(args) -> int:
+    from ..config import ConfigError
     from ..robustness.evaluate import evaluate_runs, parse_rates
+
+    if args.stage:
+        from ..robustness.stage import run_stage
+        from .common import load_params
+        if args.runs or not args.out_dir:
+            raise ConfigError("robustness --stage scores the sweep's runs (--sweep) into --out-dir; give no RUN_DIR")
+        written = run_stage(load_params(args), args.sweep, args.out_dir, progress=not args.no_progress)
+        print(f"{args.out_dir}: {len(written)} files")
+        return 0
+    if not args.runs:
+        raise ConfigError("robustness: give finished run directories (RUN_DIR...), or --stage")
 
     table = evaluate_runs(args.runs, args.out, items=_split(args.perturbations), rates=parse_rates(args.rates),
                           modalities=_split(args.modalities), device=args.device, seed=args.eval_seed,
@@ -21,7 +35,7 @@ def _split(text: str | None) -> list[str] | None:
 def add_commands(sub) -> None:
     sp = sub.add_parser("robustness", help="score runs' best checkpoints on the test split under perturbations "
                                            "(missing data, removed modalities, noise, misalignment)")
-    sp.add_argument("runs", nargs="+", metavar="RUN_DIR", help="finished run directories (with best.pt)")
+    sp.add_argument("runs", nargs="*", metavar="RUN_DIR", help="finished run directories (with best.pt)")
     where = sp.add_mutually_exclusive_group(required=True)
     where.add_argument("--out", help="the long CSV to write (dataset,method,seed,run,perturbation,modalities,"
                                      "severity,metric,value)")
@@ -40,4 +54,10 @@ def add_commands(sub) -> None:
     sp.add_argument("--eval-seed", type=int, default=1111, help="seed of the drop masks and noise (default 1111, "
                                                                 "LNLN's); the same for every run")
     sp.add_argument("--no-progress", action="store_true")
+    sp.add_argument("--stage", action="store_true", help="the robustness DVC stage: the sweep's runs of params.yaml's "
+                    "`robustness:` grid, with its perturbations, rates and seed (the options above are not read), "
+                    "into --out-dir: <dataset>.csv and <dataset>.dataset.json")
+    sp.add_argument("--sweep", default="runs/sweep", help="with --stage: the sweep's runs (default runs/sweep)")
+    from .common import with_params
+    with_params(sp)
     sp.set_defaults(fn=cmd_robustness)

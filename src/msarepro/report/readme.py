@@ -7,8 +7,9 @@ import pandas as pd
 
 
 def readme(summary: pd.DataFrame, tables: dict, figures: list[Path], out_dir: Path, prov: dict,
-           ablations: dict | None = None) -> str:
-    """`ablations`: report.ablations.write_ablations's result (the ablation tables and sensitivity figures)."""
+           ablations: dict | None = None, robustness: list[Path] | None = None) -> str:
+    """`ablations`: report.ablations.write_ablations's result (the ablation tables and sensitivity figures);
+    `robustness`: the robustness tables and plots written (report.robustness.write_robustness_reports)."""
     honest = summary[summary["protocol"] == "valid-selected"]
     runs = honest.drop_duplicates(["method", "dataset"])[["method", "dataset", "seeds"]]
     lines = ["# Generated reports", "",
@@ -42,6 +43,9 @@ def readme(summary: pd.DataFrame, tables: dict, figures: list[Path], out_dir: Pa
                          f"{', '.join(dict.fromkeys(e for b in t['blocks'] for e in b['ours'])) or 'none yet'}")
         lines += [f"- [{p.stem.replace('-figure-', ' Figure ')}](figures/ablations/{p.name}): sensitivity figure, "
                   "ours against the setting the paper varies" for p in abl.get("figures", [])]
+    if robustness:
+        from .robustness import readme_lines
+        lines += [""] + readme_lines(robustness, out_dir)[:-1]
     if figures:
         lines += ["", "## Figures", ""]
         lines += [f"- [{p.name}](figures/{p.name})" for p in figures]

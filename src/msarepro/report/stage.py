@@ -17,10 +17,13 @@ KEPT = ("compute.md", "compute.tex")
 
 
 def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_order: list[str] | None = None,
-                  provenance: dict | None = None, params_path: Path | None = None) -> list[Path]:
+                  provenance: dict | None = None, params_path: Path | None = None,
+                  robustness_dir: Path | None = None) -> list[Path]:
     """The `tables` stage: reports/tables/<dataset>.md|.tex, reports/tables/ablations/*.md|.tex,
     reports/figures/*.png (ablations/ too), reports/README.md. `params_path` (params.yaml) gives `variants:`
-    (refusals, sensitivity figures) and `methods:` (the full model's setting in a sensitivity figure)."""
+    (refusals, sensitivity figures) and `methods:` (the full model's setting in a sensitivity figure).
+    `robustness_dir` (the robustness stage's reports/robustness/: <dataset>.csv and .dataset.json) adds
+    reports/tables/robustness/<dataset>.md|.tex and reports/figures/robustness/<dataset>.png (robustness.py)."""
     from ..config import load
     from ..io import write_text
     from .ablations import write_ablations
@@ -65,9 +68,16 @@ def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_orde
         written += [out_dir / "tables" / f"{d}.md", out_dir / "tables" / f"{d}.tex"]
     figs = learning_curves(curves[~curves["method"].isin(skip)], out_dir / "figures")
     ablations = write_ablations(summary, paired, paper, params, out_dir)
-    remove_stale(out_dir / "tables", written + ablations["tables"])
-    write_text(out_dir / "README.md", readme(summary, tables, figs, out_dir, provenance or {}, ablations))
-    return written + figs + ablations["tables"] + ablations["figures"] + [out_dir / "README.md"]
+    robust = []
+    if robustness_dir is not None:
+        from .robustness import write_robustness_reports
+        rdir = Path(robustness_dir)
+        robust = write_robustness_reports(rdir, out_dir / "tables" / "robustness", out_dir / "figures" / "robustness",
+                                          {f.name[: -len(".dataset.json")]: f for f in rdir.glob("*.dataset.json")},
+                                          method_order)
+    remove_stale(out_dir / "tables", written + ablations["tables"] + robust)
+    write_text(out_dir / "README.md", readme(summary, tables, figs, out_dir, provenance or {}, ablations, robust))
+    return written + figs + ablations["tables"] + ablations["figures"] + robust + [out_dir / "README.md"]
 
 
 def remove_stale(folder: Path, written: list[Path]) -> list[Path]:

@@ -1,0 +1,79 @@
+"""The `robustness` DVC stage (robustness/stage.py) and its tables (report/stage.py): from the sweep's runs to
+reports/robustness/<dataset>.csv, the tables and plots; the grid from params.yaml's `robustness:`."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from msarepro import config
+from msarepro.config import ConfigError
+from msarepro.methods import validate_params
+from msarepro.train import RunSpec, run
+from tests.conftest import fast_params
+from tests.test_pipeline import tiny_params
+
+
+@pytest.fixture(scope="module")
+def sweep_runs(tmp_path_factory, small_data):
+    """A two-method, one-seed sweep on small synth-mosi under runs/sweep/<method>/synth-mosi/1111."""
+    root = tmp_path_factory.mktemp("sweep")
+    for m in ("text_only", "lf_dnn"):
+        run(fast_params(2), RunSpec(m, str(small_data["synth-mosi"]), 1111, root / m / "synth-mosi" / "1111",
+                                    progress=False))
+    return root
+
+
+def _params(**robustness):
+    raw = tiny_params()
+    raw["robustness"] = {**raw["robustness"], **robustness}
+    return validate_params(config.from_dict(raw))
+
+
+def test_stage_scores_every_run_of_the_grid_and_keeps_the_oracle(sweep_runs, tmp_path):
+    from msarepro.robustness.stage import run_stage
+    out = tmp_path / "robustness"
+    (out).mkdir()
+    (out / "gone.csv").write_text("stale")  # a dataset no longer in the grid
+    written = run_stage(_params(perturbations=["random_drop", "remove@AV"], rates=[0.0, 0.5]), sweep_runs, out)
+    assert sorted(p.name for p in written) == ["README.md", "synth-mosi.csv", "synth-mosi.dataset.json"]
+    assert not (out / "gone.csv").exists()
+    df = pd.read_csv(out / "synth-mosi.csv")
+    assert set(df["method"]) == {"text_only", "lf_dnn"}
+    assert set(zip(df["perturbation"], df["severity"])) == {("random_drop", 0.0), ("random_drop", 0.5),
+                                                             ("remove", 1.0)}
+    for m in ("text_only", "lf_dnn"):  # rate 0 is the run's own test score
+        clean = json.loads((sweep_runs / m / "synth-mosi" / "1111" / "metrics.json").read_text())["test"]
+        got = df[(df.method == m) & (df.perturbation == "random_drop") & (df.severity == 0.0)]
+        assert dict(zip(got.metric, got.value)) == pytest.approx(clean, abs=0, rel=0)
+    info = json.loads((out / "synth-mosi.dataset.json").read_text())
+    assert info["metric_family"] == "mosi" and "oracle_without" in info["provenance"]["reference"]
+
+
+def test_tables_stage_writes_the_robustness_tables_and_links_them(sweep_runs, tmp_path):
+    from msarepro.report.robustness import write_robustness_reports
+    from msarepro.robustness.stage import run_stage
+    out = tmp_path / "robustness"
+    run_stage(_params(perturbations=["random_drop", "remove"], rates=[0.0, 0.3, 0.6]), sweep_runs, out)
+    written = write_robustness_reports(out, tmp_path / "tables", tmp_path / "figures",
+                                       {"synth-mosi": out / "synth-mosi.dataset.json"})
+    md = (tmp_path / "tables" / "synth-mosi.md").read_text()
+    assert "oracle" in md and "lf_dnn" in md and "text_only" in md
+    assert (tmp_path / "figures" / "synth-mosi.png").stat().st_size > 0 and len(written) == 3
+
+
+def test_disabled_stage_writes_only_its_note(sweep_runs, tmp_path):
+    from msarepro.robustness.stage import run_stage
+    written = run_stage(_params(enabled=False), sweep_runs, tmp_path / "r")
+    assert [p.name for p in written] == ["README.md"] and "disabled" in written[0].read_text()
+
+
+def test_a_method_outside_the_sweep_or_an_untrained_run_is_refused(sweep_runs, tmp_path):
+    from msarepro.robustness.stage import stage_runs
+    with pytest.raises(ConfigError, match="mult"):
+        stage_runs(_params(methods=["mult"]), sweep_runs)
+    with pytest.raises(ConfigError, match="no best.pt"):
+        stage_runs(_params(), tmp_path / "empty-sweep")
+    with pytest.raises(ConfigError, match="rates"):
+        _params(rates=[1.5])
