@@ -108,7 +108,8 @@ def markdown(record: dict) -> str:
              "(MOSI's shapes) with the synth-mosi preset, synth-like-sims (CH-SIMS's shapes) with the synth-sims "
              "preset, 200 training clips each. Ridge: RidgeCV on pooled (mean over real positions) text, audio and "
              "vision features, fitted on train. acc-2: Has0_acc_2 (MOSI), Mult_acc_2 (CH-SIMS). Test metrics at the "
-             "epoch chosen on VALID.", "",
+             "epoch chosen on VALID. Overrides: " + (", ".join(f"`{o}`" for o in record.get("overrides") or []) or
+                                                   "none") + ".", "",
              "| dataset | method | test acc-2 | test Corr | test MAE | ridge acc-2 / Corr / MAE | best / run epochs | "
              "min train loss | parameters | seconds | note |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
