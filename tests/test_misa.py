@@ -178,7 +178,8 @@ def test_real_presets_carry_mmsas_settings(params, preset):
     got = (cfg.batch_size, cfg.lr, cfg.hidden, cfg.dropout, cfg.sim_weight, cfg.diff_weight, cfg.recon_weight,
            cfg.grad_clip, cfg.weight_decay, cfg.text_encoder)
     assert got == MMSA[preset]
-    assert (cfg.patience, cfg.optimizer, cfg.cmd_moments, cfg.finetune, cfg.select_metric) == (8, "adam", 5, True, "loss")
+    common = (cfg.patience, cfg.optimizer, cfg.cmd_moments, cfg.finetune, cfg.select_metric)
+    assert common == (8, "adam", 5, True, "loss")
 
 
 def test_embedded_preset_builds_small_and_its_weight_decay_reaches_the_optimizer(params):
@@ -187,3 +188,25 @@ def test_embedded_preset_builds_small_and_its_weight_decay_reaches_the_optimizer
     model = build_method("misa", replace(cfg, weight_decay=0.01), _manifest("synth-mosi"))
     assert sum(p.numel() for p in model.parameters()) < 500_000
     assert make_optimizer(model, replace(cfg, weight_decay=0.01)).param_groups[0]["weight_decay"] == 0.01
+
+
+# -- the papers' MISA rows ----------------------------------------------------------------------------------------
+def test_the_papers_misa_rows_sit_under_this_methods_runs():
+    """reports/paper_results name MISA's rows `misa`, the registered name: a misa run on MOSI gets them as its ↳
+    rows, with Δ = ours − paper (no alias needed)."""
+    import pandas as pd
+
+    from msarepro.report.tables import build_tables, load_paper_results
+
+    from .conftest import ROOT
+    paper = load_paper_results(ROOT / "reports" / "paper_results")
+    assert {"almt", "clgsi", "sfttr", "aemt"} <= set(paper.loc[paper["method"] == "misa", "paper"])
+    summary = pd.DataFrame([{"method": "misa", "dataset": "mosi", "protocol": "valid-selected", "metric": "MAE",
+                             "n": 3, "mean": 0.8, "std": 0.01}])
+    rows = build_tables(summary, paper)["mosi"]["rows"]
+    labels = [r[0] for r in rows]
+    mine = [lab for lab in labels if lab.startswith("misa")]
+    assert mine[0] == "misa" and len(mine) > 1 and all(lab.startswith("misa [") for lab in mine[1:])
+    assert labels.index("misa") + len(mine) - 1 == labels.index(mine[-1])  # the paper rows follow the run's row
+    cells = [r[2]["MAE"] for r in rows if r[0].startswith("misa [") and "MAE" in r[2]]
+    assert cells and all(c["delta"] is not None for c in cells)

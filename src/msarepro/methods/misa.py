@@ -29,7 +29,6 @@ from dataclasses import dataclass
 from itertools import combinations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ..config import ConfigError, MethodConfig
