@@ -18,15 +18,21 @@ from tests.test_pipeline import tiny_params
 @pytest.fixture(scope="module")
 def sweep_runs(tmp_path_factory, small_data):
     """A two-method, one-seed sweep on small synth-mosi under runs/sweep/<method>/synth-mosi/1111."""
+    import torch
     root = tmp_path_factory.mktemp("sweep")
-    for m in ("text_only", "lf_dnn"):
-        run(fast_params(2), RunSpec(m, str(small_data["synth-mosi"]), 1111, root / m / "synth-mosi" / "1111",
-                                    progress=False))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the sweep's jobs train (workflow/rules/train.smk), and the stage scores
+    try:
+        for m in ("text_only", "lf_dnn", "tfn"):
+            run(fast_params(2), RunSpec(m, str(small_data["synth-mosi"]), 1111, root / m / "synth-mosi" / "1111",
+                                        progress=False))
+    finally:
+        torch.set_num_threads(threads)
     return root
 
 
 def _params(**robustness):
-    raw = tiny_params()
+    raw = tiny_params(methods=("text_only", "lf_dnn", "tfn"))
     raw["robustness"] = {**raw["robustness"], **robustness}
     return validate_params(config.from_dict(raw))
 
@@ -40,10 +46,11 @@ def test_stage_scores_every_run_of_the_grid_and_keeps_the_oracle(sweep_runs, tmp
     assert sorted(p.name for p in written) == ["README.md", "synth-mosi.csv", "synth-mosi.dataset.json"]
     assert not (out / "gone.csv").exists()
     df = pd.read_csv(out / "synth-mosi.csv")
-    assert set(df["method"]) == {"text_only", "lf_dnn"}
+    assert set(df["method"]) == {"text_only", "lf_dnn", "tfn"}
     assert set(zip(df["perturbation"], df["severity"])) == {("random_drop", 0.0), ("random_drop", 0.5),
                                                              ("remove", 1.0)}
-    for m in ("text_only", "lf_dnn"):  # rate 0 is the run's own test score
+    for m in ("text_only", "lf_dnn", "tfn"):  # rate 0 is the run's own test score, bit for bit (TFN: only with
+        # the thread count it trained with)
         clean = json.loads((sweep_runs / m / "synth-mosi" / "1111" / "metrics.json").read_text())["test"]
         got = df[(df.method == m) & (df.perturbation == "random_drop") & (df.severity == 0.0)]
         assert dict(zip(got.metric, got.value)) == pytest.approx(clean, abs=0, rel=0)
@@ -77,3 +84,26 @@ def test_a_method_outside_the_sweep_or_an_untrained_run_is_refused(sweep_runs, t
         stage_runs(_params(), tmp_path / "empty-sweep")
     with pytest.raises(ConfigError, match="rates"):
         _params(rates=[1.5])
+
+
+def test_stage_scores_with_the_sweep_jobs_thread_count_and_restores_it(sweep_runs, tmp_path, monkeypatch):
+    """On full-size data TFN's clean scores differ in the last digits when scored with another torch thread count
+    than the single-threaded sweep job that trained it; the stage scores with one thread, then restores the count."""
+    import torch
+
+    from msarepro.robustness import evaluate, stage
+    seen = []
+    real = evaluate.evaluate_runs
+
+    def spy(*a, **k):
+        seen.append(torch.get_num_threads())
+        return real(*a, **k)
+
+    monkeypatch.setattr(evaluate, "evaluate_runs", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stage.run_stage(_params(perturbations=["random_drop@0"]), sweep_runs, tmp_path / "r")
+        assert seen == [stage.SWEEP_JOB_THREADS] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

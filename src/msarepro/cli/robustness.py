@@ -20,6 +20,9 @@ def cmd_robustness(args) -> int:
         return 0
     if not args.runs:
         raise ConfigError("robustness: give finished run directories (RUN_DIR...), or --stage")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
 
     table = evaluate_runs(args.runs, args.out, items=_split(args.perturbations), rates=parse_rates(args.rates),
                           modalities=_split(args.modalities), device=args.device, seed=args.eval_seed,
@@ -53,6 +56,9 @@ def add_commands(sub) -> None:
                                      "reproduces its metrics exactly)")
     sp.add_argument("--eval-seed", type=int, default=1111, help="seed of the drop masks and noise (default 1111, "
                                                                 "LNLN's); the same for every run")
+    sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's). On CPU, scores "
+                    "equal to a run's metrics.json at rate 0 need the thread count it trained with: 1 for the "
+                    "sweep's runs (its jobs are single-threaded)")
     sp.add_argument("--no-progress", action="store_true")
     sp.add_argument("--stage", action="store_true", help="the robustness DVC stage: the sweep's runs of params.yaml's "
                     "`robustness:` grid, with its perturbations, rates and seed (the options above are not read), "

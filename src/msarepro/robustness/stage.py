@@ -19,6 +19,7 @@ from ..config import ConfigError, Params
 from ..io import write_json, write_text
 
 NOTE = "README.md"
+SWEEP_JOB_THREADS = 1  # the torch threads of a sweep job (workflow/rules/train.smk)
 
 
 def stage_runs(params: Params, sweep_root: str | Path) -> dict[str, list[Path]]:
@@ -64,18 +65,28 @@ def run_stage(params: Params, sweep_root: str | Path, out_dir: str | Path, progr
     """Score every run of the grid under the section's perturbations -> the files written under out_dir."""
     from .evaluate import evaluate_runs
 
+    import torch
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     cfg = params.robustness
+    # The sweep trains every run single-threaded (workflow/rules/train.smk, `threads: 1`), and on CPU a matmul's
+    # reduction order depends on the thread count: scored with another count, TFN's clean test metrics differ from
+    # its metrics.json in the last digits. One thread here reproduces them bit for bit at rate 0.
     runs = stage_runs(params, sweep_root) if cfg.enabled else {}
     written = []
-    for dataset, dirs in runs.items():
-        csv = out_dir / f"{dataset}.csv"
-        evaluate_runs(dirs, csv, items=list(cfg.perturbations) or None, rates=cfg.rates, seed=cfg.eval_seed,
-                      progress=progress)
-        info = out_dir / f"{dataset}.dataset.json"
-        write_json(info, dataset_record(dirs[0]))
-        written += [csv, info]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(SWEEP_JOB_THREADS)
+    try:
+        for dataset, dirs in runs.items():
+            csv = out_dir / f"{dataset}.csv"
+            evaluate_runs(dirs, csv, items=list(cfg.perturbations) or None, rates=cfg.rates, seed=cfg.eval_seed,
+                          progress=progress)
+            info = out_dir / f"{dataset}.dataset.json"
+            write_json(info, dataset_record(dirs[0]))
+            written += [csv, info]
+    finally:
+        torch.set_num_threads(threads)
     note = out_dir / NOTE
     write_text(note, "# Robustness scores\n\nWritten by the `robustness` stage (`msarepro robustness --stage`): "
                + ("one long CSV per dataset (docs/robustness.md) and what the tables need of its manifest.\n"
