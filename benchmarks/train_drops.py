@@ -1,0 +1,109 @@
+"""Trained complete vs trained with LNLN's drops, under the same test-time drops (issue 18, point 3).
+
+    python benchmarks/train_drops.py [--methods lf_dnn tfn almt] [--seeds 1111 1112 1113] [--dataset synth-mosi]
+                                     [--rate 1.0] [--complete runs/sweep] [--work DIR] [--out benchmarks/results]
+
+For each method and seed it trains one run with `train_missing_rate: RATE` (the sweep's settings otherwise, one
+torch thread as the sweep's jobs), scores it and the complete-trained run of the same method and seed (the
+sweep's, `--complete`: runs/sweep/METHOD/DATASET/SEED after `dvc repro`) under LNLN's random drop at rates
+0.0-0.9 (msarepro.robustness, evaluation seed 1111), and compares the headline metric per rate and its area under
+the rate curve (the curve's average), paired over seeds (mean difference, paired t-test). Writes
+<out>/train_drops.md and .json. Nothing here enters `dvc repro`.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADLINE = {"mosi": "Has0_acc_2", "sims": "Mult_acc_2", "cls": "Accuracy"}
+
+
+def curve(csv: pd.DataFrame, metric: str) -> pd.Series:
+    """rate -> metric of one run's random_drop rows."""
+    rows = csv[(csv["perturbation"] == "random_drop") & (csv["metric"] == metric)]
+    return rows.set_index("severity")["value"].sort_index()
+
+
+def auc(c: pd.Series) -> float:
+    x, y = c.index.to_numpy(float), c.to_numpy(float)
+    return float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / (x[-1] - x[0]))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--methods", nargs="+", default=["lf_dnn", "tfn", "almt"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1111, 1112, 1113])
+    ap.add_argument("--dataset", default="synth-mosi")
+    ap.add_argument("--rate", type=float, default=1.0)
+    ap.add_argument("--complete", type=Path, default=ROOT / "runs" / "sweep")
+    ap.add_argument("--work", type=Path)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results")
+    args = ap.parse_args(argv)
+
+    import torch
+    from scipy import stats
+
+    from msarepro.io import write_json, write_text
+    from msarepro.methods import load_params
+    from msarepro.robustness.evaluate import evaluate_runs
+    from msarepro.train import RunSpec, run
+    torch.set_num_threads(1)  # as the sweep's jobs train and the robustness stage scores
+    work = args.work or Path(tempfile.mkdtemp(prefix="train-drops-"))
+    results, lines = {}, []
+    for m in args.methods:
+        params = load_params(ROOT / "params.yaml", [f"methods.{m}.train_missing_rate={args.rate}"])
+        pairs = []
+        for s in args.seeds:
+            complete = args.complete / m / args.dataset / str(s)
+            dropped = work / m / str(s)
+            if not (dropped / "metrics.json").exists():
+                run(params, RunSpec(m, args.dataset, s, dropped, progress=False))
+            table = evaluate_runs([complete, dropped], dropped / "robustness.csv", items=["random_drop"],
+                                  progress=False)
+            family = json.loads((complete / "metrics.json").read_text())["metric_family"]
+            metric = HEADLINE[family]
+            runs = {str(Path(r)): g for r, g in table.groupby("run")}
+            c = [curve(g, metric) for r, g in runs.items() if Path(r).resolve() == complete.resolve()][0]
+            d = [curve(g, metric) for r, g in runs.items() if Path(r).resolve() == dropped.resolve()][0]
+            pairs.append({"seed": s, "metric": metric, "complete": c.to_dict(), "dropped": d.to_dict(),
+                          "auc_complete": auc(c), "auc_dropped": auc(d)})
+        ac = np.array([p["auc_complete"] for p in pairs])
+        ad = np.array([p["auc_dropped"] for p in pairs])
+        p = float(stats.ttest_rel(ad, ac).pvalue) if len(pairs) > 1 else float("nan")
+        results[m] = {"seeds": pairs, "auc_diff_mean": float((ad - ac).mean()), "ttest_p": p}
+        metric = pairs[0]["metric"]
+        rates = sorted(pairs[0]["complete"])
+        mean = {k: np.mean([[q[k][r] for r in rates] for q in pairs], axis=0) for k in ("complete", "dropped")}
+        lines.append(f"| {m} | complete | " + " | ".join(f"{100 * v:.1f}" for v in mean["complete"])
+                     + f" | {100 * ac.mean():.1f} ± {100 * ac.std(ddof=1):.1f} | |")
+        lines.append(f"| {m} | drops {args.rate:g} | " + " | ".join(f"{100 * v:.1f}" for v in mean["dropped"])
+                     + f" | {100 * ad.mean():.1f} ± {100 * ad.std(ddof=1):.1f} | {100 * (ad - ac).mean():+.1f} "
+                     f"(p = {p:.3f}) |")
+    head = (f"# Trained complete vs trained with LNLN's drops\n\nGenerated by `benchmarks/train_drops.py` on "
+            f"{platform.node()} (1 torch thread), {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}; {args.dataset}, "
+            f"seeds {', '.join(map(str, args.seeds))}; complete-trained runs: the sweep's; drops: "
+            f"`train_missing_rate: {args.rate:g}`. Test {metric} (x100) under LNLN's random drop at each rate "
+            "(mean over seeds), AUC: the curve's average (mean ± std over seeds); the last column: AUC of drops - "
+            "complete, paired over seeds (t-test p).\n\n"
+            f"| method | trained | {' | '.join(f'{r:g}' for r in rates)} | AUC | Δ AUC |\n"
+            f"|---|---|{'---|' * len(rates)}---|---|\n")
+    args.out.mkdir(parents=True, exist_ok=True)
+    write_text(args.out / "train_drops.md", head + "\n".join(lines) + "\n")
+    write_json(args.out / "train_drops.json", {"rate": args.rate, "dataset": args.dataset, "methods": results})
+    print((args.out / "train_drops.md").read_text())
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("MSAREPRO_PROGRESS", "0")
+    sys.exit(main())
