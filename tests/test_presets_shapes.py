@@ -131,3 +131,15 @@ def test_pretrain_preset_resolves_that_preset(tmp_path, like_data, capsys):
     for extra in (["--preset", "synth-mosy"], ["--preset", "synth-mosi", "--stage"]):
         assert main(["pretrain", "--dataset", str(like_data["mosi"]), "--out", str(tmp_path / "x"), *extra, *P]) == 2
     assert "synth-mosy" in capsys.readouterr().err
+
+
+def test_preset_override_leaves_the_callers_dataset_alone(params, small_data):
+    """`train --preset` resolves settings under another preset through a copy: the loaded dataset's own manifest
+    keeps its preset (a caller holding the dataset, e.g. check-presets, must not see it change)."""
+    from msarepro.data import load_dataset
+    from msarepro.train import with_preset_override
+    ds = load_dataset(small_data["synth-mosi"])
+    over = with_preset_override(params, ds, "synth-sims")
+    assert over.manifest.preset == "synth-sims" and ds.manifest.preset in ("", None, "synth-mosi")
+    assert over.splits is ds.splits  # the arrays are shared, not copied
+    assert with_preset_override(params, ds, None) is ds

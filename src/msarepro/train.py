@@ -133,16 +133,16 @@ def known_presets(params: Params) -> set[str]:
 
 
 def with_preset_override(params: Params, ds, preset: str | None):
-    """`ds` with its manifest's preset replaced by `preset` (`train --preset`), so that every setting resolves as for
-    that dataset (e.g. the embedded synth-mosi preset on a dataset in MOSI's real shapes); `ds` itself when None."""
+    """A copy of `ds` whose manifest names `preset` (`train --preset`), so that every setting resolves as for that
+    dataset (e.g. the embedded synth-mosi preset on a dataset in MOSI's real shapes); `ds` itself when None. The
+    caller's dataset and manifest are left as they were (the split arrays are shared, not copied)."""
     if not preset:
         return ds
     known = known_presets(params)
     if preset not in known:
         raise ConfigError(f"--preset {preset!r}: params.yaml has no such preset (under methods.<m>.presets, "
                           f"variants or pretrain.presets); known: {', '.join(sorted(known))}")
-    ds.manifest = dataclasses.replace(ds.manifest, preset=preset)
-    return ds
+    return dataclasses.replace(ds, manifest=dataclasses.replace(ds.manifest, preset=preset))
 
 
 def run(params: Params, spec: RunSpec) -> dict:
