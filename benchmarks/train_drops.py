@@ -55,7 +55,7 @@ def main(argv=None) -> int:
 
     from msarepro.io import write_json, write_text
     from msarepro.methods import load_params
-    from msarepro.robustness.evaluate import evaluate_runs
+    from msarepro.robustness_eval.evaluate import evaluate_runs
     from msarepro.train import RunSpec, run
     torch.set_num_threads(1)  # as the sweep's jobs train and the robustness stage scores
     work = args.work or Path(tempfile.mkdtemp(prefix="train-drops-"))

@@ -1,5 +1,5 @@
 """Issue 18: test-time perturbations (robustness/perturb.py) and the evaluation of saved checkpoints under them
-(robustness/evaluate.py, `msarepro robustness`)."""
+(robustness_eval/evaluate.py, `msarepro robustness`)."""
 from __future__ import annotations
 
 import json
@@ -11,7 +11,7 @@ import torch
 
 from msarepro.config import ConfigError
 from msarepro.robustness import perturb as P
-from msarepro.robustness.evaluate import COLUMNS, evaluate_run, load_run, parse_rates, plan
+from msarepro.robustness_eval.evaluate import COLUMNS, evaluate_run, load_run, parse_rates, plan
 from msarepro.robustness.perturb import SpecialIds
 from msarepro.robustness.special import BERT_FALLBACK, for_tokens, special_ids
 

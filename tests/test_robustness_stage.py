@@ -1,4 +1,4 @@
-"""The `robustness` DVC stage (robustness/stage.py) and its tables (report/stage.py): from the sweep's runs to
+"""The `robustness` DVC stage (robustness_eval/stage.py) and its tables (report/stage.py): from the sweep's runs to
 reports/robustness/<dataset>.csv, the tables and plots; the grid from params.yaml's `robustness:`."""
 from __future__ import annotations
 
@@ -38,7 +38,7 @@ def _params(**robustness):
 
 
 def test_stage_scores_every_run_of_the_grid_and_keeps_the_oracle(sweep_runs, tmp_path):
-    from msarepro.robustness.stage import run_stage
+    from msarepro.robustness_eval.stage import run_stage
     out = tmp_path / "robustness"
     (out).mkdir()
     (out / "gone.csv").write_text("stale")  # a dataset no longer in the grid
@@ -60,7 +60,7 @@ def test_stage_scores_every_run_of_the_grid_and_keeps_the_oracle(sweep_runs, tmp
 
 def test_tables_stage_writes_the_robustness_tables_and_links_them(sweep_runs, tmp_path):
     from msarepro.report.robustness import write_robustness_reports
-    from msarepro.robustness.stage import run_stage
+    from msarepro.robustness_eval.stage import run_stage
     out = tmp_path / "robustness"
     run_stage(_params(perturbations=["random_drop", "remove"], rates=[0.0, 0.3, 0.6]), sweep_runs, out)
     written = write_robustness_reports(out, tmp_path / "tables", tmp_path / "figures",
@@ -71,13 +71,13 @@ def test_tables_stage_writes_the_robustness_tables_and_links_them(sweep_runs, tm
 
 
 def test_disabled_stage_writes_only_its_note(sweep_runs, tmp_path):
-    from msarepro.robustness.stage import run_stage
+    from msarepro.robustness_eval.stage import run_stage
     written = run_stage(_params(enabled=False), sweep_runs, tmp_path / "r")
     assert [p.name for p in written] == ["README.md"] and "disabled" in written[0].read_text()
 
 
 def test_a_method_outside_the_sweep_or_an_untrained_run_is_refused(sweep_runs, tmp_path):
-    from msarepro.robustness.stage import stage_runs
+    from msarepro.robustness_eval.stage import stage_runs
     with pytest.raises(ConfigError, match="mult"):
         stage_runs(_params(methods=["mult"]), sweep_runs)
     with pytest.raises(ConfigError, match="no best.pt"):
@@ -91,7 +91,7 @@ def test_stage_scores_with_the_sweep_jobs_thread_count_and_restores_it(sweep_run
     than the single-threaded sweep job that trained it; the stage scores with one thread, then restores the count."""
     import torch
 
-    from msarepro.robustness import evaluate, stage
+    from msarepro.robustness_eval import evaluate, stage
     seen = []
     real = evaluate.evaluate_runs
 

@@ -19,6 +19,11 @@ FLOORS = {  # lower floor -> what it must never reach, directly or through anyth
     "msarepro.runtime": ("methods", "train", "cli", "features", "pretrain", "data"),
     "msarepro.data": ("methods", "train", "cli", "features", "pretrain", "sweep", "evaluate", "report", "prepare",
                       "regression"),
+    # the perturbations sit below the training loop, which uses them for training-time drops; scoring saved runs
+    # under them (robustness_eval) sits above it
+    "msarepro.robustness": ("methods", "train", "cli", "pretrain", "sweep", "evaluate", "report", "robustness_eval",
+                            "presetcheck", "regression"),
+    "msarepro.train": ("cli", "sweep", "report", "robustness_eval", "presetcheck", "regression"),
 }
 
 

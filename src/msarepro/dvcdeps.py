@@ -45,7 +45,7 @@ def stage_modules() -> dict[str, list[str]]:
             "sweep": [f"{pkg}.sweep", TRAIN_MODULE] + methods,
             "resolve": [f"{pkg}.sweep"] + methods,
             "evaluate": [f"{pkg}.evaluate"],
-            "robustness": [f"{pkg}.robustness.stage", f"{pkg}.robustness.evaluate"] + methods,
+            "robustness": [f"{pkg}.robustness_eval.stage", f"{pkg}.robustness_eval.evaluate"] + methods,
             "tables": [f"{pkg}.report"],
             "figures": [f"{pkg}.report.figures_papers"]}
 

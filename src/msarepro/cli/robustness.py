@@ -2,16 +2,16 @@
 scored on their test split under test-time perturbations (LNLN's random drop, modality removal, noise, shift;
 image-text token drops, patch masks, removal), one long CSV or one per dataset (docs/robustness.md).
 `msarepro robustness --stage [--sweep runs/sweep] --out-dir reports/robustness`: the DVC stage, the sweep's runs
-with params.yaml's `robustness:` settings (robustness/stage.py)."""
+with params.yaml's `robustness:` settings (robustness_eval/stage.py)."""
 from __future__ import annotations
 
 
 def cmd_robustness(args) -> int:
     from ..config import ConfigError
-    from ..robustness.evaluate import evaluate_runs, parse_rates
+    from ..robustness_eval.evaluate import evaluate_runs, parse_rates
 
     if args.stage:
-        from ..robustness.stage import run_stage
+        from ..robustness_eval.stage import run_stage
         from .common import load_params
         if args.runs or not args.out_dir:
             raise ConfigError("robustness --stage scores the sweep's runs (--sweep) into --out-dir; give no RUN_DIR")

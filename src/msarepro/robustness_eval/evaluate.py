@@ -37,7 +37,7 @@ import torch
 from .. import config
 from ..config import ConfigError, RuntimeConfig
 from ..data.loader import SplitTensors
-from .perturb import EVAL_SEED, FAMILY_MODALITIES, ID_KEYS, KINDS, Perturbation, SpecialIds, letters, parse
+from ..robustness.perturb import EVAL_SEED, FAMILY_MODALITIES, ID_KEYS, KINDS, Perturbation, SpecialIds, letters, parse
 
 COLUMNS = ("dataset", "method", "seed", "run", "perturbation", "modalities", "severity", "metric", "value")
 DEFAULT_RATES = tuple(round(0.1 * i, 1) for i in range(10))  # LNLN's 0.0, 0.1, ..., 0.9
@@ -160,7 +160,7 @@ def load_run(run_dir: str | Path, device: str | None = None) -> LoadedRun:
     from ..methods import build_method, get_method
     from ..runtime import compiled, configure, pick_device, seed_everything
     from ..train import _stage_of, _stage_starts, load_weights, provide_inputs
-    from .special import for_tokens
+    from ..robustness.special import for_tokens
 
     run_dir = Path(run_dir)
     best_path = _run_file(run_dir, "best.pt")
