@@ -87,7 +87,8 @@ def test_inter_sample_term_against_a_direct_enumeration():
         own_ct = ([(f[i, C_T], f[i, C_V]), (f[i, C_T], f[i, C_A]), (f[i, C_T], f[j, C_T])],
                   [(f[i, C_T], f[i, k]) for k in (F_T, F_V, F_A)])
         groups += [own_ct, ([(f[i, C_V], f[j, C_V])], []), ([(f[i, C_A], f[j, C_A])], [])]
-        groups.append(([(f[j, C_T], f[j, C_V]), (f[j, C_T], f[j, C_A])], [(f[j, C_T], f[j, k]) for k in (F_T, F_V, F_A)]))
+        partner = [(f[j, C_T], f[j, k]) for k in (F_T, F_V, F_A)]
+        groups.append(([(f[j, C_T], f[j, C_V]), (f[j, C_T], f[j, C_A])], partner))
         for pos, neg in groups:
             denom = sum(math.exp(s(a, b)) for a, b in pos + neg)
             total += sum(math.log(denom) - s(a, b) for a, b in pos)

@@ -10,7 +10,7 @@
     inter-sample contrast          partners chosen by rounded label and cosine of [T; V; A]: 2 similar same-label
                                    neighbours (positives (s_m^i, s_m^j)), 4 different-label outliers (negatives
                                    (s_m^i, s_m^k)), plus the partners' own intra-sample pairs [contrastive.select_pairs]
-    L_cl                           NT-Xent (cosine / temperature) over those pairs, mean over anchors [contrastive.nt_xent]
+    L_cl                           NT-Xent (cosine / temperature) over those pairs, mean over anchors [nt_xent]
     fusion head                    concat of the six features (B, 6d) -> MLP -> y_m; MSE
     unimodal heads                 one MLP per modality on d_m -> y_hat_m; target the unimodal label y_T/y_V/y_A
                                    where the dataset has them, else the multimodal label y; MSE, mean over m
