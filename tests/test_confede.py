@@ -67,6 +67,18 @@ def test_intra_sample_term_in_closed_form():
         [(C_T, C_V, True), (C_T, C_A, True), (C_T, F_T, False), (C_T, F_V, False), (C_T, F_A, False)])
 
 
+def test_confedes_pairwise_form_in_closed_form():
+    """The same case in ConFEDE's form: each positive against itself and the anchor's three negatives,
+    mean over the two positives (s = 2 and 0; the negatives s = -2, 0, 0)."""
+    f = _feats([[[1, 0], [1, 0], [0, 1], [-1, 0], [0, 1], [0, -1]]])
+    none = torch.zeros(1, 0, dtype=torch.long)
+    pairs = contrastive_pairs(1, none, none.bool(), none, none.bool())
+    got = nt_xent(f, pairs, 1, temperature=0.5, denominator="pair")
+    neg = math.exp(-2) + 2
+    want = ((math.log(math.exp(2) + neg) - 2) + (math.log(1 + neg) - 0)) / 2
+    assert got.item() == pytest.approx(want, rel=1e-12)
+
+
 def test_inter_sample_term_against_a_direct_enumeration():
     """Two samples, each the other's neighbour (no outliers): sample 0's pairs are its intra-sample pairs, the
     partner's own intra-sample pairs and (s_m^0, s_m^1) for m in T, V, A; eq. 8's denominator per anchor feature
@@ -106,26 +118,24 @@ def test_pair_selection_by_label_and_similarity():
     assert outl[0].tolist() == [4, 5, 3, 6] and outl_ok.all()
 
 
-def test_unimodal_term_reads_the_dissimilarity_features_and_the_unimodal_labels():
-    """Heads replaced by Linear(d -> 1) that read feature 0 of their input: the loss is mean_m MSE(d_m[:, 0], y_m),
-    whatever the similarity features hold; without T/A/V labels the target is y."""
+def test_unimodal_term_on_fixed_heads_and_targets():
+    """The shared head replaced by Linear(d -> 1) reading feature 0: the loss is the MSE over B x 6 of
+    feats[:, k, 0] against [y, y, y, y_T, y_V, y_A]; without T/A/V labels all six targets are y."""
     m = _model(unimodal=True)
     d = m.cfg.proj_dim
-    for name in m.unimodal_heads:
-        lin = nn.Linear(d, 1, bias=False)
-        lin.weight.data.zero_()
-        lin.weight.data[0, 0] = 1.0
-        m.unimodal_heads[name] = lin
-    feats = torch.zeros(3, 6, d)
-    feats[:, :3, 0] = 100.0  # the similarity features: must not be read
-    feats[:, F_T, 0] = torch.tensor([1.0, 2.0, 3.0])
-    feats[:, F_V, 0] = torch.tensor([0.0, 0.0, 0.0])
-    feats[:, F_A, 0] = torch.tensor([-1.0, 1.0, 0.0])
-    batch = {"y": torch.tensor([0.0, 0.0, 0.0]), "y_T": torch.tensor([1.0, 2.0, 5.0]),
-             "y_V": torch.tensor([1.0, 1.0, 1.0]), "y_A": torch.tensor([-1.0, 1.0, 0.0])}
-    assert m.unimodal_loss(feats, batch).item() == pytest.approx((4 / 3 + 1 + 0) / 3)
+    lin = nn.Linear(d, 1, bias=False)
+    lin.weight.data.zero_()
+    lin.weight.data[0, 0] = 1.0
+    m.unimodal_head = lin
+    feats = torch.zeros(2, 6, d)
+    feats[:, :, 0] = torch.tensor([[1.0, 0.0, 2.0, 1.0, 0.0, 3.0], [0.0, 0.0, 0.0, 2.0, 2.0, 2.0]])
+    batch = {"y": torch.tensor([1.0, 0.0]), "y_T": torch.tensor([0.0, 2.0]), "y_V": torch.tensor([0.0, 0.0]),
+             "y_A": torch.tensor([1.0, 2.0])}
+    # sample 0: errors 0, 1, 1 | 1, 0, 2 -> 0+1+1+1+0+4 = 7; sample 1: 0, 0, 0 | 0, 2, 0 -> 4; mean over 12
+    assert m.unimodal_loss(feats, batch).item() == pytest.approx(11 / 12)
     del batch["y_T"], batch["y_V"], batch["y_A"]
-    assert m.unimodal_loss(feats, batch).item() == pytest.approx((14 / 3 + 0 + 2 / 3) / 3)
+    # targets all y: sample 0: 0, 1, 1, 0, 1, 4 = 7; sample 1: 0, 0, 0, 4, 4, 4 = 12
+    assert m.unimodal_loss(feats, batch).item() == pytest.approx(19 / 12)
 
 
 # -- the model ----------------------------------------------------------------------------------------------------
@@ -142,6 +152,11 @@ def test_total_loss_weights_and_options_change_what_they_say():
     torch.manual_seed(5)
     assert terms["cl"].item() != 0 and 0.3 * cl == pytest.approx(0.3 * m.contrastive_loss(out, batch).item())
     assert terms["uni"].item() == pytest.approx(0.5 * m.unimodal_loss(out["feats"], batch).item(), rel=1e-5)
+    torch.manual_seed(5)
+    pair = m.contrastive_loss(out, batch).item()
+    torch.manual_seed(5)
+    anchor = _model(cl_denominator="anchor").eval().contrastive_loss(out, batch).item()
+    assert pair != pytest.approx(anchor)  # the NT-Xent form option reaches the loss
     assert set(_model(contrastive=False).losses(out, batch, 0)) == {"pred", "uni"}
     assert set(_model(beta_uni=0.0).losses(out, batch, 0)) == {"pred", "cl"}
 
@@ -163,8 +178,12 @@ def test_sfttr_uses_the_same_shared_pieces():
 def test_embedded_preset_is_small(params):
     cfg = method_config(params, "confede", "synth-mosi")
     assert (cfg.fusion, cfg.beta_cl, cfg.proj_dim) == ("concat", 0.005, 32)
-    for p in ("mosi", "mosei", "sims", "simsv2"):
-        assert method_config(params, "confede", p).pairs_from == "bank"
+    code = {"mosi": (16, 25, 2, "MAE"), "mosei": (8, 6, 3, "MAE"), "sims": (32, 50, 2, "Mult_acc_2")}
+    for p, want in code.items():  # the authors' code, <dataset>/config.py
+        cfg = method_config(params, "confede", p)
+        assert (cfg.batch_size, cfg.max_epochs, cfg.encoder_layers, cfg.select_metric) == want
+        assert (cfg.lr, cfg.weight_decay, cfg.temperature, cfg.beta_cl, cfg.beta_uni) == (1e-4, 1e-3, 0.5, 0.1, 0.01)
+        assert (cfg.pairs_from, cfg.cl_denominator, cfg.close_dropout, cfg.far_dropout) == ("bank", "pair", 0.5, 0.5)
 
 
 def test_the_papers_confede_rows_sit_under_this_methods_runs():

@@ -1,25 +1,25 @@
 """ConFEDE: Contrastive Feature Decomposition (Yang et al., ACL 2023); the base that SFTTR (methods/sfttr.py) extends.
+Where the paper is silent, the authors' code (github.com/XpastaX/ConFEDE, TVA_fusion.py and config.py per dataset).
 
-    unimodal encoders              T = [CLS] of the text encoder (B, Dt); V, A = [CLS] of a transformer with a
-                                   learned CLS token and learned positions over (B, Lm, Dm) -> (B, De)  [SFTTR's]
-    decomposition                  similarity (modality-invariant) s_m = sim_m(m), dissimilarity (modality-specific)
-                                   d_m = dis_m(m): LayerNorm, Linear(-> d) + Tanh, Dropout; feats (B, 6, d) in the
-                                   order [s_T, s_V, s_A, d_T, d_V, d_A] (contrastive.FEATURES' C_* / F_* slots)
-    intra-sample contrast          anchor s_T; positives (s_T, s_V), (s_T, s_A); negatives (s_T, d_T), (s_T, d_V),
-                                   (s_T, d_A)  [contrastive.contrastive_pairs, eq4_pairs: text]
-    inter-sample contrast          partners chosen by rounded label and cosine of [T; V; A]: 2 similar same-label
-                                   neighbours (positives (s_m^i, s_m^j)), 4 different-label outliers (negatives
-                                   (s_m^i, s_m^k)), plus the partners' own intra-sample pairs [contrastive.select_pairs]
-    L_cl                           NT-Xent (cosine / temperature) over those pairs, mean over anchors [nt_xent]
-    fusion head                    concat of the six features (B, 6d) -> MLP -> y_m; MSE
-    unimodal heads                 one MLP per modality on d_m -> y_hat_m; target the unimodal label y_T/y_V/y_A
-                                   where the dataset has them, else the multimodal label y; MSE, mean over m
-    total                          L_pred + beta_cl L_cl + beta_uni L_uni
+    unimodal encoders      T = [CLS] of the text encoder (B, Dt); V, A = [CLS] of a transformer with a learned CLS
+                           token and learned positions over (B, Lm, Dm) -> (B, De)  [SFTTR's encode]
+    decomposition          similarity s_m and dissimilarity d_m of each modality: LayerNorm, Linear(-> d), Tanh,
+                           Dropout 0.5 (the authors' code, both kinds); feats (B, 6, d) = [s_T, s_V, s_A, d_T, d_V,
+                           d_A] (contrastive.FEATURES' C_* / F_* slots)
+    intra-sample contrast  anchor s_T; positives (s_T, s_V), (s_T, s_A); negatives (s_T, d_T), (s_T, d_V), (s_T, d_A)
+    inter-sample contrast  partners by rounded label and cosine of [T; V; A]: 2 similar same-label neighbours,
+                           positives (s_m^i, s_m^j); 4 different-label outliers, negatives (s_m^i, s_m^k); each
+                           partner's own intra-sample pairs join the set  [contrastive.select_pairs, contrastive_pairs]
+    L_cl                   NT-Xent, temperature 0.5; each positive against itself and its anchor's negatives, mean
+                           over the positives of a sample, then over samples  [contrastive.nt_xent, "pair"]
+    fusion head            [s_T; s_V; s_A; d_T; d_V; d_A] (B, 6d) -> GELU MLP (2d, d, d/2, d/4) -> y_hat; MSE
+    unimodal head          one GELU MLP (d/2, d/4) shared by the six features; targets [y, y, y, y_T, y_V, y_A]
+                           (y where there are no unimodal labels); MSE over the B x 6 predictions
+    total                  L_pred + beta_cl L_cl + beta_uni L_uni  (code: 1, 0.1, 0.01)
 
-Shared with SFTTR (same code, not copies): the encoders, the projectors, pair selection, pair sets, NT-Xent, the
-retrieval bank (`pairs_from: bank`, refreshed every `bank_refresh` epochs: 2 in ConFEDE's code per our SFTTR
-notes), the two-stage schedule (`pretrain_epochs`) and the optimiser groups. What is ConFEDE's own: the fusion head
-(concatenation, no cross-modality encoders) and the unimodal heads on the dissimilarity features only.
+Shared with SFTTR (the same functions and class, not copies): encoders, projectors, pair selection, pair sets,
+NT-Xent, the retrieval bank (`pairs_from: bank`), the two-stage schedule (`pretrain_epochs`), optimiser groups.
+ConFEDE's own: the concatenation fusion head (no cross-modality encoders), its NT-Xent form, its unimodal head.
 docs/methods/confede.md says which facts come from where and which are our reading.
 """
 from __future__ import annotations
@@ -32,42 +32,50 @@ from torch import nn
 
 from ..config import ConfigError
 from . import register
-from .contrastive import F_A, F_T, F_V
-from .sfttr import MODS, SFTTR, mlp
+from .sfttr import SFTTR
 
-DISSIMILAR = {"text": F_T, "vision": F_V, "audio": F_A}  # slot of d_m in feats[:, k]
+
+def gelu_mlp(in_dim: int, hidden: list[int]) -> nn.Sequential:
+    """The authors' regression MLP: Linear + GELU per hidden width, then Linear(-> 1); no dropout."""
+    layers, d = [], in_dim
+    for h in hidden:
+        layers += [nn.Linear(d, h), nn.GELU()]
+        d = h
+    return nn.Sequential(*layers, nn.Linear(d, 1))
 
 
 @register("confede")
 class ConFEDE(SFTTR):
     @dataclass(frozen=True)
     class Config(SFTTR.Config):
-        fusion: str = "concat"  # ConFEDE's fusion head: the six features concatenated; no other choice here
-        pairs_from: str = "batch"  # batch | bank (the authors' code retrieves from the training split)
+        fusion: str = "concat"  # ConFEDE's fusion head takes the six features concatenated; no other choice here
+        close_dropout: float = 0.5  # the authors' projectors: dropout 0.5 for similarity and dissimilarity alike
+        far_dropout: float = 0.5
+        cl_denominator: str = "pair"  # ConFEDE's NT-Xent form (contrastive.nt_xent); anchor | all: SFTTR's eq. 8
 
-        def validate(self, where: str) -> None:
+        def validate(self, where: str) -> None:  # after SFTTR.Config.validate (config.build runs both)
             if self.fusion != "concat":
                 raise ConfigError(f"{where}.fusion: {self.fusion!r}; ConFEDE fuses by concatenation only "
                                   "(set fusion: concat, or use the sfttr method for sequential fusion)")
-            super().validate(where)
+            if self.proj_dim < 4:
+                raise ConfigError(f"{where}.proj_dim ({self.proj_dim}) must be at least 4 (heads narrow to d/4)")
 
     def __init__(self, cfg: Config, manifest):
         super().__init__(cfg, manifest)
         d = cfg.proj_dim
-        if hasattr(self, "unimodal_head"):  # SFTTR's one head over all six features is not ConFEDE's
+        self.regressor = gelu_mlp(6 * d, [2 * d, d, d // 2, d // 4])  # fusion head over [s_T; s_V; s_A; d_T; d_V; d_A]
+        if hasattr(self, "unimodal_head"):
             del self.unimodal_head
         self.use_uni = cfg.unimodal_loss and cfg.beta_uni > 0
         if self.use_uni:
-            self.unimodal_heads = nn.ModuleDict({m: mlp(d, d, cfg.head_dropout) for m in MODS})
+            self.unimodal_head = gelu_mlp(d, [d // 2, d // 4])  # one head shared by the six features
 
     def unimodal_loss(self, feats: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """feats (B, 6, d) -> mean over m of MSE(head_m(d_m), y_m); y_m = batch["y_T"/"y_V"/"y_A"] if present,
-        else batch["y"]."""
-        terms = []
-        for m in MODS:
-            pred = self.unimodal_heads[m](feats[:, DISSIMILAR[m]]).squeeze(-1)  # (B,)
-            terms.append(F.mse_loss(pred, batch.get(f"y_{m[0].upper()}", batch["y"]).float()))
-        return torch.stack(terms).mean()
+        """feats (B, 6, d) -> MSE over all B x 6 predictions of the shared head; targets [y, y, y, y_T, y_V, y_A]
+        (y_T/y_V/y_A = y where the dataset has no unimodal labels, as the authors' MOSI/MOSEI code does)."""
+        y = batch["y"].float()
+        u = torch.stack([y, y, y] + [batch.get(f"y_{k}", y).float() for k in "TVA"], 1)  # (B, 6)
+        return F.mse_loss(self.unimodal_head(feats).squeeze(-1), u)
 
     def losses(self, out, batch, epoch):
         if self.stage == "pretrain":

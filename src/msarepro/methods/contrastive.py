@@ -101,11 +101,23 @@ def nt_xent(feats: torch.Tensor, pairs: dict[str, torch.Tensor], B: int, tempera
     """Eqs. 8 and 17. feats: (N, 6, d) decomposed features (rows 0..B-1 are the anchors); pairs from
     `contrastive_pairs`. l^i = sum_{(a,p) in P^i} -log exp(s_ap) / sum_{(a,k) in P^i u N^i} exp(s_ak), with
     s = cos / temperature; the denominator runs over pairs with the same anchor a ("anchor") or all of P^i u N^i
-    ("all"). Returns L_cl = mean_i l^i."""
+    ("all"). Returns L_cl = mean_i l^i.
+    "pair" is ConFEDE's form (the authors' code, a pytorch-metric-learning NT-Xent with explicit pair indices):
+    each positive (a, p) against itself and the negatives of the same anchor a only,
+    -log exp(s_ap) / (exp(s_ap) + sum_{(a,n) in N^i} exp(s_an)), averaged over the positives of sample i
+    (l^i is a mean, not a sum), then over i."""
     a = feats[pairs["a_row"], pairs["a_feat"]]
     b = feats[pairs["b_row"], pairs["b_feat"]]
     s = F.cosine_similarity(a, b, dim=-1) / temperature  # (P,)
+    pos = pairs["positive"]
+    if denominator == "pair":
+        g = pairs["group"]
+        neg = torch.zeros(int(g.max()) + 1, dtype=s.dtype, device=s.device).index_add(0, g[~pos], s[~pos].exp())
+        per = torch.log(s[pos].exp() + neg[g[pos]]) - s[pos]  # (P+,)
+        i = pairs["i"][pos]
+        total = torch.zeros(B, dtype=s.dtype, device=s.device).index_add(0, i, per)
+        count = torch.zeros(B, dtype=s.dtype, device=s.device).index_add(0, i, torch.ones_like(per))
+        return (total / count.clamp(min=1)).mean()
     g = pairs["group"] if denominator == "anchor" else pairs["i"]
     denom = torch.zeros(int(g.max()) + 1 if len(g) else 1, dtype=s.dtype, device=s.device).index_add(0, g, s.exp())
-    pos = pairs["positive"]
     return (denom[g[pos]].log() - s[pos]).sum() / B

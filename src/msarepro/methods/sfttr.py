@@ -139,7 +139,7 @@ class SFTTR(Method):
         contrastive: bool = True
         beta_cl: float = 0.1
         temperature: float = 0.5
-        cl_denominator: str = "anchor"  # anchor | all
+        cl_denominator: str = "anchor"  # anchor | all | pair (ConFEDE's form, contrastive.nt_xent)
         eq4_pairs: str = "text"  # text: (C_T^i, C_V^i), (C_T^i, C_A^i) | printed: (C_T^i, C_V^i), (C_V^i, C_A^i)
         pairs_from: str = "batch"  # batch | bank
         bank_refresh: int = 2  # epochs between bank recomputations (ConFEDE: 2)
@@ -156,7 +156,7 @@ class SFTTR(Method):
 
         def validate(self, where: str) -> None:
             choices = {"text_pool": ("cls", "transformer"), "fusion": ("sequential", "concat"),
-                       "cl_denominator": ("anchor", "all"), "pairs_from": ("batch", "bank"),
+                       "cl_denominator": ("anchor", "all", "pair"), "pairs_from": ("batch", "bank"),
                        "eq4_pairs": ("text", "printed")}
             for key, ok in choices.items():
                 if getattr(self, key) not in ok:
