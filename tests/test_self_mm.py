@@ -169,12 +169,12 @@ def test_a_run_saves_the_generated_labels_per_epoch(small_data, tmp_path):
     run(fast_params(3), RunSpec("self_mm", str(small_data["synth-mosi"]), 1, str(out), progress=False))
     files = sorted((out / "epochs").glob("method_*.npz"))
     assert [f.name for f in files] == ["method_000.npz", "method_001.npz", "method_002.npz"]
-    labels = pd.read_csv(small_data["synth-mosi"] / "train" / "labels.csv") if (
-        small_data["synth-mosi"] / "train" / "labels.csv").exists() else None
+    from msarepro.data import load_dataset
+    from msarepro.data.loader import to_tensors
+    train = to_tensors(load_dataset(small_data["synth-mosi"]))["train"]
     with np.load(files[0]) as z0, np.load(files[2]) as z2:
-        assert z0["ids"].tolist() == z2["ids"].tolist() and len(z0["ids"]) == len(z0["y_m"])
-        if labels is not None:
-            assert z0["ids"].tolist() == labels["id"].astype(str).tolist()
+        assert z0["ids"].tolist() == train.ids == z2["ids"].tolist()  # rows in the train split's order
+        assert np.allclose(z0["y_m"], train.tensors["y"].numpy())
         assert np.array_equal(z0["y_text"], z0["y_m"])  # epoch 1 (n = 1): no update yet
         for m in ("text", "audio", "vision"):
             assert not np.array_equal(z2[f"y_{m}"], z2["y_m"])  # updated from n = 2 on
@@ -204,3 +204,21 @@ def test_the_papers_self_mm_rows_name_this_method():
     assert {"almt", "clgsi", "sfttr", "aemt"} <= set(mine["paper"])
     assert (mine["variant"] == "self_mm").all()
     assert not (rows["method"] == "self-mm").any()
+
+
+def test_kill9_then_resume_goes_on_with_the_checkpointed_labels(tmp_path, small_data):
+    from .test_train import _cli_train
+    data = small_data["synth-mosi"]
+    sets = ["methods.self_mm.presets.synth-mosi.max_epochs=4", "methods.self_mm.presets.synth-mosi.patience=10",
+            "methods.self_mm.presets.synth-mosi.batch_size=16"]
+    full = _cli_train(tmp_path / "full", data, model="self_mm", sets=sets)
+    assert full.returncode == 0, full.stderr
+    killed = _cli_train(tmp_path / "cut", data, {"MSAREPRO_KILL_AT": "2:3"}, model="self_mm", sets=sets)
+    assert killed.returncode == -9
+    resumed = _cli_train(tmp_path / "cut", data, resume=True, model="self_mm", sets=sets)
+    assert resumed.returncode == 0, resumed.stderr
+    for f in ("metrics.json", "predictions.csv", "history.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
+    with np.load(tmp_path / "full/epochs/method_003.npz") as a, np.load(tmp_path / "cut/epochs/method_003.npz") as b:
+        for k in ("ids", "y_m", "y_text", "y_audio", "y_vision"):
+            assert np.array_equal(a[k], b[k]), k
