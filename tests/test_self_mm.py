@@ -91,6 +91,7 @@ def _step_case(model: SelfMM) -> dict[str, torch.Tensor]:
 def test_a_ulgm_step_updates_labels_features_and_centres():
     model = _model()
     out = _step_case(model)
+    model.label_vision[1] = 0.5  # y_m = -1, but the generated vision label is positive: a positive vision sample
     model.ulgm_step(out, torch.tensor([0]), epoch=1)  # n = 2 >= label_start 2
     # text: new label 0.5 * 2 * 2 / 1 + 0.5 * (2 + 2 - 1) = 3.5 -> 3 (H); 1/3 * 2 + 2/3 * 3
     assert model.label_text[0].item() == pytest.approx(2 / 3 + 2)
@@ -98,12 +99,17 @@ def test_a_ulgm_step_updates_labels_features_and_centres():
     # vision: 0.5 * (2 * -2/3) + 0.5 * (2 - 2/3 - 1) = -0.5; 1/3 * 2 + 2/3 * -0.5
     assert model.label_vision[0].item() == pytest.approx(2 / 3 - 1 / 3)
     assert model.label_text[1:].tolist() == model.label_m[1:].tolist()  # other samples untouched
+    assert model.label_vision[1].item() == 0.5
     assert model.feat_text[0].tolist() == [0.0, 0.0]  # the batch's representation stored
     # centres recomputed from the stored features: positives rows 0, 2, 4, 6; negatives rows 1, 3, 5
     stored = torch.arange(2 * N, dtype=torch.float32).view(N, 2)
     stored[0] = 0
     assert model.centre_pos_text.tolist() == pytest.approx(stored[[0, 2, 4, 6]].mean(0).tolist())
     assert model.centre_neg_text.tolist() == pytest.approx(stored[[1, 3, 5]].mean(0).tolist())
+    # each modality's centres split the samples by its own generated label (MMSA's update_centers)
+    assert model.centre_pos_vision.tolist() == pytest.approx(stored[[0, 1, 2, 4, 6]].mean(0).tolist())
+    assert model.centre_neg_vision.tolist() == pytest.approx(stored[[3, 5]].mean(0).tolist())
+    assert model.centre_pos_fusion.tolist() == pytest.approx(stored[[0, 2, 4, 6]].mean(0).tolist())
 
 
 def test_no_label_update_before_the_start_epoch():

@@ -10,7 +10,8 @@ Shapes: B batch, L_m sequence length, D_m input width, N the train split's size.
         modality's vector otherwise: dropout, Linear + ReLU -> F_s (B, d_s), the representation ULGM reads, then
         Linear + ReLU, Linear -> y_hat_s (B,)
     ULGM (paper, "ULGM"), on the stored F_s (N, d_s) of every train sample:
-        class centres  C_s^p, C_s^n: the mean F_s over the samples with y_m > 0 / y_m < 0        `class_centres`
+        class centres  C_s^p, C_s^n: the mean F_s over the samples whose label of that task (y_m for the fusion
+              head, the generated y_s for a modality) is > 0 / < 0                                `class_centres`
         alpha_s = (D_s^n - D_s^p) / (D_s^p + eps), D_s^{p,n} = ||F_s - C_s^{p,n}||_2             `relative_distance`
         y_s = y_m + delta_sm, delta_sm = (alpha_s - alpha_m)(y_m + alpha_m) / (2 alpha_m): the mean of the ratio
               rule y_m alpha_s / alpha_m and the difference rule y_m + alpha_s - alpha_m, clipped to [-H, H]
@@ -44,11 +45,11 @@ UNI = ("text", "audio", "vision")
 EPS = 1e-8  # MMSA's MIN in the ULGM distances
 
 
-def class_centres(features: torch.Tensor, y_m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """features (N, d), y_m (N,) -> (C^p, C^n) each (d,): the mean representation of the positive (y_m > 0) and of
-    the negative (y_m < 0) samples; zeros where a class has no sample (neutral samples join neither)."""
+def class_centres(features: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """features (N, d), labels y (N,) -> (C^p, C^n) each (d,): the mean representation of the positive (y > 0) and
+    of the negative (y < 0) samples; zeros where a class has no sample (neutral samples join neither)."""
     out = []
-    for sel in (y_m > 0, y_m < 0):
+    for sel in (y > 0, y < 0):
         w = sel.to(features.dtype)
         out.append((w[:, None] * features).sum(0) / w.sum().clamp_min(1.0))
     return out[0], out[1]
@@ -126,8 +127,8 @@ class SelfMM(Method):
         text_dim: int = 32  # post_text_dim
         audio_dim: int = 16  # post_audio_dim
         vision_dim: int = 32  # post_video_dim
-        fusion_dropout: float = 0.1  # post_fusion_dropout
-        text_dropout: float = 0.0  # post_text_dropout
+        fusion_dropout: float = 0.0  # post_fusion_dropout
+        text_dropout: float = 0.1  # post_text_dropout
         audio_dropout: float = 0.1  # post_audio_dropout
         vision_dropout: float = 0.0  # post_video_dropout
         label_bound: float = 3.0  # H: generated labels are clipped to [-H, H] (MOSI/MOSEI 3, CH-SIMS 1)
@@ -258,7 +259,7 @@ class SelfMM(Method):
         for s, f in feats.items():
             stored = getattr(self, f"feat_{s}")
             stored[idx] = f
-            pos, neg = class_centres(stored, self.label_m)
+            pos, neg = class_centres(stored, self.label_m if s == "fusion" else getattr(self, f"label_{s}"))
             getattr(self, f"centre_pos_{s}").copy_(pos)
             getattr(self, f"centre_neg_{s}").copy_(neg)
 
