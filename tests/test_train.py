@@ -39,6 +39,7 @@ def test_run_outputs(tmp_path, small_data):
     from msarepro.evaluate import recompute
     assert recompute(d)["test"]["MAE"] == pytest.approx(m["test"]["MAE"], rel=1e-5)
     assert not list(d.rglob("*.tmp")), "temporary files left behind"
+    assert not list(d.glob("epochs/method_*.npz"))  # LF-DNN keeps no per-epoch arrays of its own (epoch_artifacts)
 
 
 def test_classification_run_outputs(tmp_path, small_data):

@@ -26,6 +26,7 @@ under <data.root>/.tokens); config.json records them under "tokens" (tokenizer, 
 Run directory (all files written atomically):
     metrics.json  predictions.csv  history.csv  config.json  best.pt  checkpoint.pt  timing.json
     epochs/epoch_NNN.npz   per-epoch outputs on valid and test (regression: values; classification: probs)
+    epochs/method_NNN.npz  per-epoch arrays of the method's own (Method.epoch_artifacts), only for methods with any
 best.pt ({"model", "epoch"}) and checkpoint.pt ({"model", "optimizer", "scheduler", "state", "rng", "config"}) hold
 the model's state_dict without the parameters of its frozen modules (`Method.frozen_modules`: weights from outside
 that never change, e.g. a frozen CLIP); those are rebuilt with the model, and the file stores their fingerprint
@@ -258,6 +259,11 @@ def run(params: Params, spec: RunSpec) -> dict:
         with atomic_path(out / "epochs" / f"epoch_{epoch:03d}.npz") as tmp:
             with open(tmp, "wb") as f:
                 np.savez(f, valid=outputs["valid"], test=outputs["test"])
+        arts = model.epoch_artifacts(epoch)  # e.g. Self-MM's generated labels: kept with the run, per epoch
+        if arts:
+            with atomic_path(out / "epochs" / f"method_{epoch:03d}.npz") as tmp:
+                with open(tmp, "wb") as f:
+                    np.savez(f, **arts)
         key = "valid_loss" if sel == "loss" else f"valid_{sel}"
         if key not in row:
             raise ConfigError(f"methods.{method}.select_metric: {sel!r} is not a validation metric of "

@@ -16,6 +16,8 @@ A method is an nn.Module with:
     enter_stage(stage)     optional, called before a stage's optimizer is built (and on resume inside it), so
                            that param_groups() can return that stage's trainable parameters
     count(name, n)         record a per-epoch counter; the loop writes each as history.csv column train_<name>
+    epoch_artifacts(epoch) optional, arrays the method keeps per epoch (Self-MM's generated labels); the loop writes
+                           them after each epoch to the run's epochs/method_NNN.npz
     fit_heads(setting, width, heads)  a head count for a width fixed by the data (a feature size): the configured
                            one when it divides the width, else the largest divisor below it, recorded in
                            `adapted` (config.json "adapted"), so that presets build on any feature sizes
@@ -203,6 +205,11 @@ class Method(nn.Module):
         """Add n to this epoch's counter `name` (e.g. pairs a loss wanted and could not form); the training loop
         writes the epoch's total to history.csv as column `train_<name>`."""
         self._epoch_counters[name] = self._epoch_counters.get(name, 0) + n
+
+    def epoch_artifacts(self, epoch: int) -> dict[str, Any]:
+        """Named numpy arrays to keep with the run for this epoch, read after its training steps; the training loop
+        writes them (when there are any) to epochs/method_NNN.npz, NNN the epoch. Default: none."""
+        return {}
 
     def pop_epoch_counters(self) -> dict[str, float]:
         """The counters since the last call, and reset them (the training loop calls this once per epoch)."""
