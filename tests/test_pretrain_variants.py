@@ -184,27 +184,3 @@ def test_snakemake_dry_run_lists_one_pretrain_job_per_key(tmp_path):
         key = pretrain_settings(params, n, DATASET)[1]
         assert f"--model {n} --seed 1111 --out pretrain/{DATASET}/{key} " in r.stdout, r.stdout
     assert f"msarepro pretrain --dataset {DATASET} --model aemt-wo-cl" not in r.stdout
-
-
-def test_stage_pretrains_with_one_thread_whatever_the_machine(tmp_path, monkeypatch):
-    """The DVC stage pretrains with the Snakemake rule's single thread, so AE-MT's encoders do not depend on the
-    machine's core count (2 threads gave other encoders than 1 from the first epoch); the count is restored."""
-    import torch
-
-    from msarepro.pretrain import stage
-    seen = []
-
-    def fake(params, dataset, seed, out, **kw):
-        seen.append(torch.get_num_threads())
-        (Path(out) / "encoders.pt").write_bytes(b"x")
-        return {}
-
-    monkeypatch.setattr(stage, "run_pretraining", fake)
-    before = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        stage.run_stage(params_of(raw_params(tmp_path)), DATASET, tmp_path / "pretrain" / DATASET, progress=False,
-                        log=lambda m: None)
-        assert seen and set(seen) == {stage.STAGE_THREADS} and torch.get_num_threads() == 2
-    finally:
-        torch.set_num_threads(before)

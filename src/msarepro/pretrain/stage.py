@@ -24,20 +24,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import torch
-
 from ..config import Params, to_jsonable
 from ..data import ensure_dataset
 from ..io import write_json
 from ..methods.aemt import AEMT
 from .run import pretraining_of, run_pretraining
-
-
-# The torch threads of a pretraining, as the Snakemake rule's (workflow/rules/pretrain.smk, threads: 1) and the sweep's
-# jobs: on CPU a matmul's reduction order depends on the thread count, so with torch's default (the machine's core
-# count) the encoders, and AE-MT's results, changed from one machine to another (2 threads and 1 gave other
-# encoders from the first epoch on, both deterministic).
-STAGE_THREADS = 1
 
 
 def _manifest(params: Params, dataset: str) -> dict:
@@ -105,12 +96,7 @@ def _one_key(params: Params, dataset: str, out: Path, key: str, names: list[str]
     log(f"pretrain {dataset}/{key} ({', '.join(names)}): {why}; pretraining")
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=out))
     try:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(STAGE_THREADS)
-        try:
-            r = run_pretraining(params, dataset, fp["seed"], tmp, device=device, progress=progress, name=names[0])
-        finally:
-            torch.set_num_threads(threads)
+        r = run_pretraining(params, dataset, fp["seed"], tmp, device=device, progress=progress, name=names[0])
         write_json(tmp / "fingerprint.json", fp)
         write_json(tmp / "settings.json", settings)
         if kdir.exists():
