@@ -184,3 +184,35 @@ def test_snakemake_dry_run_lists_one_pretrain_job_per_key(tmp_path):
         key = pretrain_settings(params, n, DATASET)[1]
         assert f"--model {n} --seed 1111 --out pretrain/{DATASET}/{key} " in r.stdout, r.stdout
     assert f"msarepro pretrain --dataset {DATASET} --model aemt-wo-cl" not in r.stdout
+
+
+def test_stage_pretrains_with_stage_threads_whatever_the_machine(tmp_path, monkeypatch):
+    """The DVC stage pretrains with the Snakemake rule's single torch thread, so AE-MT's encoders do not depend on
+    the machine's core count (2 threads gave other encoders than 1 from the first epoch); the count is restored,
+    and encoders stamped without that count (made before, with the machine's) are pretrained again."""
+    from msarepro.pretrain import stage
+    seen = []
+
+    def fake(params, dataset, seed, out, **kw):
+        seen.append(torch.get_num_threads())
+        (Path(out) / "encoders.pt").write_bytes(b"x")
+        return {}
+
+    monkeypatch.setattr(stage, "run_pretraining", fake)
+    p = params_of(raw_params(tmp_path, names=("aemt",), variants={}))
+    out = tmp_path / "pretrain" / DATASET
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        stage.run_stage(p, DATASET, out, progress=False, log=lambda m: None)
+        assert seen == [stage.STAGE_THREADS] and torch.get_num_threads() == 2
+        (key,) = pretrain_plan(p, DATASET)
+        fp = json.loads((out / key / "fingerprint.json").read_text())
+        assert fp["torch_threads"] == stage.STAGE_THREADS
+        assert stage.run_stage(p, DATASET, out, progress=False, log=lambda m: None)["status"] == "up to date"
+        del fp["torch_threads"]  # a stamp from before the count was part of it: made with the machine's threads
+        (out / key / "fingerprint.json").write_text(json.dumps(fp))
+        assert stage.run_stage(p, DATASET, out, progress=False, log=lambda m: None)["status"] == "pretrained"
+        assert seen == [stage.STAGE_THREADS] * 2
+    finally:
+        torch.set_num_threads(before)

@@ -13,8 +13,8 @@ why, so that the stage's output exists either way.
     OUT/<key>/settings.json      the key, the pretraining config, the method settings, the run names using it
 
 The output persists between runs: a key directory whose fingerprint (the pretraining and method settings, `pool`
-among them, the data settings and files, the seed `pipeline.pretrain_seed`, the code) is unchanged is kept, not
-pretrained again; a stale one is pretrained again and replaced; anything no run needs is removed. Each key
+among them, the data settings and files, the seed `pipeline.pretrain_seed`, the code, the torch CPU threads:
+STAGE_THREADS, whatever the machine) is unchanged is kept, not pretrained again; a stale one is pretrained again and replaced; anything no run needs is removed. Each key
 directory is made in a temporary directory beside it and renamed into place, so it is complete or absent.
 """
 from __future__ import annotations
@@ -24,11 +24,21 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from ..config import Params, to_jsonable
 from ..data import ensure_dataset
 from ..io import write_json
 from ..methods.aemt import AEMT
 from .run import pretraining_of, run_pretraining
+
+
+# The torch CPU threads a pretraining runs with, whatever the machine, as the Snakemake rule's (workflow/rules/
+# pretrain.smk, threads: 1) and the sweep's jobs. On CPU a matmul's reduction order depends on the thread count:
+# with torch's default (the machine's core count) two machines pretrained other encoders (2 threads and 1 differ
+# from the first epoch on, each deterministic) and AE-MT's results followed. Part of the fingerprint, so that
+# encoders made with another count are pretrained again.
+STAGE_THREADS = 1
 
 
 def _manifest(params: Params, dataset: str) -> dict:
@@ -47,7 +57,7 @@ def pretrain_fingerprint(params: Params, dataset: str, name: str = AEMT.name) ->
     return {"dataset": dataset, "preset": preset, "key": key, "method": AEMT.name, "pretrain": to_jsonable(cfg),
             "method_settings": spec.as_dict(), "data": to_jsonable(params.data),
             "dataset_files": man.get("files", {}), "seed": params.pipeline.pretrain_seed,
-            "code": sweep.pretrain_code_hash()}
+            "code": sweep.pretrain_code_hash(), "torch_threads": STAGE_THREADS}
 
 
 def pretrain_plan(params: Params, dataset: str) -> dict[str, list[str]]:
@@ -96,7 +106,12 @@ def _one_key(params: Params, dataset: str, out: Path, key: str, names: list[str]
     log(f"pretrain {dataset}/{key} ({', '.join(names)}): {why}; pretraining")
     tmp = Path(tempfile.mkdtemp(prefix=f".{key}.", dir=out))
     try:
-        r = run_pretraining(params, dataset, fp["seed"], tmp, device=device, progress=progress, name=names[0])
+        threads = torch.get_num_threads()
+        torch.set_num_threads(fp["torch_threads"])
+        try:
+            r = run_pretraining(params, dataset, fp["seed"], tmp, device=device, progress=progress, name=names[0])
+        finally:
+            torch.set_num_threads(threads)
         write_json(tmp / "fingerprint.json", fp)
         write_json(tmp / "settings.json", settings)
         if kdir.exists():
