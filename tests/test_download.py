@@ -223,3 +223,59 @@ def test_a_failed_import_leaves_the_previous_dataset_whole(tmp_path, monkeypatch
         download("tofu", out, fetcher=fetcher)
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["raw", "tofu"]  # no staging folder left
+
+
+def test_aligned_releases_are_registered_with_their_published_hashes_and_their_originals_presets():
+    from msarepro.data.registry import LIKE_PREFIX, paper_dataset, preset_of
+
+    hashes = {"mosi-aligned": "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9",
+              "mosei-aligned": "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791"}
+    for name, sha in hashes.items():
+        info, original = DATASETS[name], name.removesuffix("-aligned")
+        (f,) = info.extra["files"]
+        assert f.sha256 == sha and f.manual and "aligned_50.pkl" in f.manual and not f.hf_repo
+        assert info.extra["max_len"] == {"text": 50, "audio": 50, "vision": 50}
+        assert info.extra["dims"] == DATASETS[original].extra["dims"]
+        assert info.extra["splits"] == DATASETS[original].extra["splits"]
+        assert preset_of(name) == original and paper_dataset(name) == original and paper_dataset(original) == original
+        assert LIKE_PREFIX + name not in DATASETS
+        msg = placement_message(info, Path("data") / name)
+        assert sha in msg and f"data/raw/{name}/{f.filename}" in msg
+
+
+def test_a_hand_placed_aligned_release_imports_with_its_originals_preset(tmp_path, monkeypatch, fetcher):
+    """An aligned pickle (one length for all three modalities, no audio/vision lengths stored) placed by hand: it
+    is verified, imported under its own name with the unaligned original's preset, marked aligned, and each
+    clip's audio and vision lengths are its word count."""
+    import dataclasses
+    import json
+
+    import numpy as np
+
+    from msarepro.data import load_dataset
+
+    data = make_mmsa(lens=(12, 12, 12), dims=(16, 5, 7), neg_inf=False)
+    rng = np.random.default_rng(0)
+    for split in data.values():
+        n_words = split["text_bert"][:, 1].sum(1).astype(int)
+        for key in ("audio", "vision"):  # one (non-zero) frame per word, zeros after the clip's last word
+            a = rng.normal(0, 1, split[key].shape).astype(np.float32)
+            for i, n in enumerate(n_words):
+                a[i, n:] = 0
+            split[key] = a
+            split.pop(f"{key}_lengths", None)
+    blob = pickle.dumps(data, protocol=4)
+    info = DATASETS["mosi-aligned"]
+    (f,) = info.extra["files"]
+    monkeypatch.setitem(DATASETS, "mosi-aligned", dataclasses.replace(
+        info, extra={**info.extra, "files": (dataclasses.replace(f, sha256=hashlib.sha256(blob).hexdigest()),)}))
+    raw = tmp_path / "raw" / "mosi-aligned"
+    raw.mkdir(parents=True)
+    (raw / f.filename).write_bytes(blob)
+    out = tmp_path / "mosi-aligned"
+    assert download("mosi-aligned", out, fetcher=fetcher).startswith("imported mosi-aligned")
+    man = json.loads((out / "manifest.json").read_text())
+    assert man["name"] == "mosi-aligned" and man["preset"] == "mosi" and man["provenance"]["aligned"] is True
+    train = load_dataset(out).splits["train"].arrays
+    assert np.array_equal(train["audio_lengths"], train["text_ids_lengths"])
+    assert np.array_equal(train["vision_lengths"], train["text_ids_lengths"])

@@ -85,6 +85,20 @@ def test_build_tables_units_deltas_best(tmp_path):
         assert token in tex
 
 
+def test_an_aligned_releases_table_shows_its_originals_paper_rows_of_the_methods_run_on_it(tmp_path):
+    """MFN run on mosi-aligned: its table has the papers' MOSI rows of MFN (with Δ against the aligned runs) and
+    none of the methods not run there; the MOSI table keeps every paper row, unpaired with the aligned runs."""
+    summary = summary_rows([("mfn", "mosi-aligned", "Has0_acc_2", 0.77, 0.01)])
+    write_paper_csv(tmp_path, "p", "p,1,mosi,mfn,Has0_acc_2,77.4,\np,1,mosi,tfn,Has0_acc_2,80.8,\n")
+    tables = build_tables(summary, load_paper_results(tmp_path))
+    aligned = {r[0]: r[2] for r in tables["mosi-aligned"]["rows"]}
+    assert list(aligned) == ["mfn", "mfn [p, Table 1]"]
+    assert aligned["mfn [p, Table 1]"]["Has0_acc_2"]["delta"] == pytest.approx(-0.4)
+    mosi = {r[0]: r[2] for r in tables["mosi"]["rows"]}
+    assert list(mosi) == ["mfn [p, Table 1]", "tfn [p, Table 1]"] and not tables["mosi"]["reproduced"]
+    assert mosi["mfn [p, Table 1]"]["Has0_acc_2"]["delta"] is None
+
+
 def test_paper_only_dataset_marks_best_printed(tmp_path):
     write_paper_csv(tmp_path, "p", "p,1,sims,a,Mult_acc_2,78.0,\np,1,sims,b,Mult_acc_2,80.1,\n")
     t = build_tables(summary_rows([]), load_paper_results(tmp_path))["sims"]

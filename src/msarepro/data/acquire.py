@@ -107,8 +107,10 @@ def _import(info: DatasetInfo, files: dict[str, Path], out: Path, sources: dict[
         role = {f.filename: f.split for f in info.extra["files"]}
         (path,) = [p for k, p in files.items() if role.get(k) != "unlabeled"]
         unlabeled = next((p for k, p in files.items() if role.get(k) == "unlabeled"), None)
-        return import_mmsa(path, out, name=info.name, family=info.metric_family, preset=info.name,
-                           provenance=prov, unlabeled=unlabeled, **kw)
+        preset = info.extra.get("preset") or info.name  # an aligned release: its unaligned original's preset
+        return import_mmsa(path, out, name=info.name, family=info.metric_family, preset=preset,
+                           provenance={**prov, **({"aligned": True} if info.extra.get("aligned") else {})},
+                           unlabeled=unlabeled, **kw)
     from . import imagetext
     if kind == "mvsa":
         archive = next(p for k, p in files.items() if k.endswith(".zip"))

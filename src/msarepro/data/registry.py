@@ -24,12 +24,22 @@ DATASETS: dict[str, DatasetInfo] = {}
 
 def preset_of(dataset: str, manifest: dict | None = None) -> str:
     """The preset a run on `dataset` resolves: its manifest's `preset` when the manifest exists; before (a
-    registered dataset not generated or downloaded yet) the one its manifest will name: a synth-like set's real
-    dataset (synth-like-mosi -> mosi), else the dataset's own name."""
+    registered dataset not generated or downloaded yet) the one its manifest will name: the registry's `preset`
+    (an aligned release's: mosi-aligned -> mosi), a synth-like set's real dataset (synth-like-mosi -> mosi), else
+    the dataset's own name."""
     if manifest and manifest.get("preset"):
         return manifest["preset"]
     info = DATASETS.get(dataset)
-    return info.extra.get("like", dataset) if info is not None else dataset
+    if info is None:
+        return dataset
+    return info.extra.get("preset") or info.extra.get("like", dataset)
+
+
+def paper_dataset(dataset: str) -> str:
+    """The dataset the papers' tables name for `dataset`'s results: an aligned release's unaligned original
+    (mosi-aligned -> mosi: the papers compare word-aligned baselines in their MOSI tables), else itself."""
+    info = DATASETS.get(dataset)
+    return info.extra.get("paper_dataset", dataset) if info is not None else dataset
 
 
 def register_dataset(info: DatasetInfo) -> DatasetInfo:
@@ -81,13 +91,17 @@ MMSA_DRIVE = ("MMSA's release (https://github.com/thuiar/MMSA, README 'Datasets'
               "file {}")
 
 
-def _trimodal(name, metric_family, description, splits, dims, lens, files, unimodal=False):
+def _trimodal(name, metric_family, description, splits, dims, lens, files, unimodal=False, aligned_of=""):
+    """aligned_of: for a word-aligned release, the registered unaligned dataset it is a release of: its preset
+    is that dataset's (the same hyperparameters), and its results join that dataset's paper rows."""
     lo = 3.0 if metric_family == "mosi" else 1.0
+    aligned = {"aligned": True, "preset": aligned_of, "paper_dataset": aligned_of} if aligned_of else {}
     return register_dataset(DatasetInfo(
         name, "trimodal", metric_family, "hf" if any(f.hf_repo for f in files) else "manual", description,
         extra={"task": "regression", "label_range": (-lo, lo), "splits": splits, "unimodal_labels": unimodal,
                "dims": dict(zip(("text", "audio", "vision"), dims)),
-               "max_len": dict(zip(("text", "audio", "vision"), lens)), "importer": "mmsa", "files": tuple(files)}))
+               "max_len": dict(zip(("text", "audio", "vision"), lens)), "importer": "mmsa", "files": tuple(files),
+               **aligned}))
 
 
 def _image_text(name, description, splits, classes, f1_average, importer, files):
@@ -114,6 +128,16 @@ _trimodal("sims", "sims", "CH-SIMS: MMSA unaligned_39 features (BERT-zh 768 / li
           [RemoteFile("sims_unaligned_39.pkl", "c9e20c13ec0454d98bb9c1e520e490c75146bfa2dfeeea78d84de047dbdd442f",
                       hf_repo=SEMMSA, hf_path="sims_unaligned_39.pkl",
                       manual=MMSA_DRIVE.format("SIMS/Processed/unaligned_39.pkl"))], unimodal=True)
+# The word-aligned releases (MMSA's aligned_50.pkl: audio and vision averaged over each word's span, 50 steps in
+# all three modalities), on which MFN and MAG-BERT were published. Not on the Hugging Face mirror: placed by hand.
+_trimodal("mosi-aligned", "mosi", "CMU-MOSI word-aligned: MMSA aligned_50 features (BERT 768 / COVAREP 5 / Facet 20 "
+          "per word)", {"train": 1284, "valid": 229, "test": 686}, (768, 5, 20), (50, 50, 50),
+          [RemoteFile("mosi_aligned_50.pkl", "d3994fd25681f9c7ad6e9c6596a6fe9b4beb85ff7d478ba978b124139002e5f9",
+                      manual=MMSA_DRIVE.format("MOSI/Processed/aligned_50.pkl"))], aligned_of="mosi")
+_trimodal("mosei-aligned", "mosi", "CMU-MOSEI word-aligned: MMSA aligned_50 features (BERT 768 / COVAREP 74 / Facet "
+          "35 per word)", {"train": 16326, "valid": 1871, "test": 4659}, (768, 74, 35), (50, 50, 50),
+          [RemoteFile("mosei_aligned_50.pkl", "45eccfb748a87c80ecab9bfac29582e7b1466bf6605ff29d3b338a75120bf791",
+                      manual=MMSA_DRIVE.format("MOSEI/Processed/aligned_50.pkl"))], aligned_of="mosei")
 # CH-SIMS v2 comes as two pickles (the authors' README, "Data Download"): the supervised part ch-simsv2s.pkl
 # (MMSA's layout) and the unsupervised part ch-simsv2u.pkl (10,161 unlabeled clips in AE-MT's Section 4.1;
 # its inner layout is an assumption, docs/datasets.md). The unlabeled part is optional: imported as the
@@ -158,8 +182,10 @@ _image_text("tumemo", "TumEmo (Yang et al. 2020): Tumblr posts, 7 emotions, rand
 
 # Synthetic data in each real dataset's shapes (data/synth_like.py), generated on first use like the embedded
 # sets; their manifests name the real dataset's preset. Not stand-ins for the embedded sets (source "synth-like").
+# An aligned release gets none: its preset, dims and label grid are its unaligned original's, whose synthetic-like
+# set checks them (at longer sequences).
 LIKE_PREFIX = "synth-like-"
-for _real in [i for i in DATASETS.values() if i.source not in ("synth", "media")]:
+for _real in [i for i in DATASETS.values() if i.source not in ("synth", "media") and not i.extra.get("aligned")]:
     register_dataset(DatasetInfo(LIKE_PREFIX + _real.name, _real.family, _real.metric_family, "synth-like",
                                  f"synthetic, in {_real.name}'s shapes, label grid and split proportions "
                                  f"(preset {_real.name})", extra={"like": _real.name}))

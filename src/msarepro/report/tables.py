@@ -3,6 +3,8 @@
 For each dataset (every dataset that has reproduced runs or paper numbers) one table:
     <method>                 reproduced mean ± std over seeds (valid-selected protocol); best value in bold
     ↳ <paper> <table>        the number that paper printed for that method and dataset, and Δ = ours - paper
+                             (the table of a word-aligned release, mosi-aligned, shows the papers' MOSI rows of the
+                             methods run on it: the papers compare word-aligned baselines in their MOSI tables)
 Values are printed as the papers print them: ×100 for accuracies and F1, raw for MAE and Corr. A paper value
 of MAE or Corr above 2 is taken as printed ×100 (AE-MT's CH-SIMS v2 table) and divided by 100 for Δ.
 A second table lists the selection protocols side by side, a third the paired tests between methods.
@@ -126,9 +128,13 @@ def build_tables(summary: pd.DataFrame, paper: pd.DataFrame, method_order: list[
     honest = summary[summary["protocol"] == "valid-selected"]
     datasets = sorted(set(honest["dataset"]) | set(paper["dataset"]))
     out = {}
+    from ..data.registry import paper_dataset
+
     for d in datasets:
         ours = honest[honest["dataset"] == d]
         pap = paper[paper["dataset"] == d]
+        if paper_dataset(d) != d:  # an aligned release: the papers' rows of its original, for the methods run on it
+            pap = paper[(paper["dataset"] == paper_dataset(d)) & paper["method"].isin(set(ours["method"]))]
         cols = _columns(d, ours, pap)
         ran = [m for m in (method_order or sorted(set(ours["method"]))) if m in set(ours["method"])]
         ran += sorted(set(ours["method"]) - set(ran))
