@@ -88,22 +88,42 @@ def test_a_method_outside_the_sweep_or_an_untrained_run_is_refused(sweep_runs, t
 
 def test_stage_scores_with_the_sweep_jobs_thread_count_and_restores_it(sweep_runs, tmp_path, monkeypatch):
     """On full-size data TFN's clean scores differ in the last digits when scored with another torch thread count
-    than the single-threaded sweep job that trained it; the stage scores with one thread, then restores the count."""
+    than the single-threaded sweep job that trained it; the stage scores each run with one thread (one process,
+    here), then the count is as before."""
     import torch
 
     from msarepro.robustness_eval import evaluate, stage
     seen = []
-    real = evaluate.evaluate_runs
+    real = evaluate.evaluate_run
 
     def spy(*a, **k):
         seen.append(torch.get_num_threads())
         return real(*a, **k)
 
-    monkeypatch.setattr(evaluate, "evaluate_runs", spy)
+    monkeypatch.setattr(evaluate, "evaluate_run", spy)
+    monkeypatch.setattr(stage, "stage_workers", lambda: 1)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         stage.run_stage(_params(perturbations=["random_drop@0"]), sweep_runs, tmp_path / "r")
-        assert seen == [stage.SWEEP_JOB_THREADS] and torch.get_num_threads() == 2
+        assert seen == [stage.SWEEP_JOB_THREADS] * 3 and torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_runs_scored_in_worker_processes_give_the_same_table(sweep_runs, tmp_path):
+    """Two worker processes (the stage's choice on a 2-core CPU) give the rows of one process, in the same order;
+    the clean scores equal the runs' metrics.json."""
+    from msarepro.robustness_eval.evaluate import evaluate_runs
+
+    dirs = [sweep_runs / m / "synth-mosi" / "1111" for m in ("lf_dnn", "tfn")]
+    kw = dict(items=["random_drop", "remove@TA"], rates=(0.0,), progress=False, threads=1)
+    one = evaluate_runs(dirs, tmp_path / "one.csv", workers=1, **kw)
+    two = evaluate_runs(dirs, tmp_path / "two.csv", workers=2, **kw)
+    pd.testing.assert_frame_equal(one, two)
+    assert (tmp_path / "one.csv").read_bytes() == (tmp_path / "two.csv").read_bytes()
+    clean = one[(one["perturbation"] == "random_drop") & (one["severity"] == 0.0)]
+    for d in dirs:
+        test = json.loads((d / "metrics.json").read_text())["test"]
+        got = clean[clean["run"].str.endswith(str(d.relative_to(sweep_runs)))].set_index("metric")["value"]
+        assert {k: got[k] for k in test} == test

@@ -20,13 +20,12 @@ def cmd_robustness(args) -> int:
         return 0
     if not args.runs:
         raise ConfigError("robustness: give finished run directories (RUN_DIR...), or --stage")
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: give 1 or more")
     table = evaluate_runs(args.runs, args.out, items=_split(args.perturbations), rates=parse_rates(args.rates),
                           modalities=_split(args.modalities), device=args.device, seed=args.eval_seed,
-                          progress=not args.no_progress, out_dir=args.out_dir)
+                          progress=not args.no_progress, out_dir=args.out_dir, workers=args.workers,
+                          threads=args.threads)
     print(f"{args.out or args.out_dir}: {len(table)} rows ({table['run'].nunique()} runs)")
     return 0
 
@@ -59,6 +58,8 @@ def add_commands(sub) -> None:
     sp.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's). On CPU, scores "
                     "equal to a run's metrics.json at rate 0 need the thread count it trained with: 1 for the "
                     "sweep's runs (its jobs are single-threaded)")
+    sp.add_argument("--workers", type=int, default=1, help="runs scored at once, each in its own process (default 1; "
+                    "the same scores whatever the count, each run is scored alone; the stage uses one per CPU core)")
     sp.add_argument("--no-progress", action="store_true")
     sp.add_argument("--stage", action="store_true", help="the robustness DVC stage: the sweep's runs of params.yaml's "
                     "`robustness:` grid, with its perturbations, rates and seed (the options above are not read), "

@@ -230,12 +230,30 @@ def evaluate_run(run: LoadedRun, perturbations: Sequence[Perturbation], seed: in
     return rows
 
 
+def _score_dir(d: str, device, items, rates, modalities, seed, progress, threads) -> list[dict]:
+    """One run's rows (evaluate_run over its family's plan), scored with `threads` torch threads when > 0."""
+    if threads:
+        torch.set_num_threads(threads)
+    t0 = time.perf_counter()
+    run = load_run(d, device)
+    ps = plan(run.family, items, rates, modalities)
+    if not ps:
+        print(f"msarepro: note: {d}: none of the perturbations applies to {run.family} dataset "
+              f"{run.manifest.name}", file=sys.stderr)
+    rows = evaluate_run(run, ps, seed, progress)
+    print(f"{d}: {len({(x['perturbation'], x['modalities'], x['severity']) for x in rows})} perturbations in "
+          f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return rows
+
+
 def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None, items: Sequence[str] | None = None,
                   rates: Sequence[float] = DEFAULT_RATES, modalities: Iterable[str] | None = None,
                   device: str | None = None, seed: int = EVAL_SEED, progress: bool = True,
-                  out_dir: str | Path | None = None) -> pd.DataFrame:
+                  out_dir: str | Path | None = None, workers: int = 1, threads: int = 0) -> pd.DataFrame:
     """Every run under its family's perturbations -> the long table, written atomically to `out` (one CSV) and/or
-    to `out_dir`/<dataset>.csv (one CSV per dataset, the layout report/robustness.py reads)."""
+    to `out_dir`/<dataset>.csv (one CSV per dataset, the layout report/robustness.py reads). `workers` > 1 scores
+    that many runs at a time, each in its own process (the same rows: each run is scored alone); `threads` > 0 sets
+    the torch threads each run is scored with (0: this process's count)."""
     if out is None and out_dir is None:
         raise ConfigError("say where the table goes: an output file (--out) or folder (--out-dir)")
     if not run_dirs:
@@ -249,18 +267,21 @@ def evaluate_runs(run_dirs: Sequence[str | Path], out: str | Path | None = None,
     for d in run_dirs:  # every run checked before any is evaluated
         for name in ("best.pt", "config.json", "metrics.json"):
             _run_file(Path(d), name)
-    rows = []
-    for d in run_dirs:
-        t0 = time.perf_counter()
-        run = load_run(d, device)
-        ps = plan(run.family, items, rates, modalities)
-        if not ps:
-            print(f"msarepro: note: {d}: none of the perturbations applies to {run.family} dataset "
-                  f"{run.manifest.name}", file=sys.stderr)
-        new = evaluate_run(run, ps, seed, progress)
-        rows += new
-        print(f"{d}: {len({(x['perturbation'], x['modalities'], x['severity']) for x in new})} perturbations in "
-              f"{time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    args = (device, items, rates, modalities, seed, progress and workers <= 1, threads)
+    if workers > 1 and len(run_dirs) > 1:
+        # Each run is scored on its own, so processes give the rows one process gives, in the same order.
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(workers, len(run_dirs)), mp_context=multiprocessing.get_context("spawn")) as ex:
+            parts = list(ex.map(_score_dir, [str(d) for d in run_dirs], *zip(*[args] * len(run_dirs))))
+    else:
+        before = torch.get_num_threads()
+        try:
+            parts = [_score_dir(str(d), *args) for d in run_dirs]
+        finally:
+            torch.set_num_threads(before)
+    rows = [r for part in parts for r in part]
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     if out is not None:
         write_csv(table, out)
