@@ -127,3 +127,34 @@ def test_write_reports(tmp_path):
     before = (out / "tables" / "synth-mosi.md").read_bytes()
     write_reports(m, tmp_path / "papers", out, ["tfn"], {"commit": "abc123"})
     assert (out / "tables" / "synth-mosi.md").read_bytes() == before  # deterministic
+
+
+def test_paper_spellings_join_the_registered_methods_runs(tmp_path, monkeypatch):
+    """The papers write self-mm and (for a method declaring it) bert_mag: their rows pair with the runs of the
+    registered self_mm / lmf; a starred re-run (self-mm*) and unknown methods keep their names."""
+    from msarepro.methods import get_method, paper_aliases
+    from msarepro.report.tables import registered_names
+
+    monkeypatch.setattr(get_method("lmf"), "paper_names", ("low-rank", "lmf-paper"))
+    aliases = paper_aliases()
+    assert aliases["self-mm"] == aliases["self_mm"] == "self_mm" and aliases["low-rank"] == "lmf"
+    assert all(aliases[n] == n for n in ("tfn", "mult", "text_only"))
+    m = tmp_path / "metrics"
+    m.mkdir()
+    summary_rows([("self_mm", "mosi", "Has0_acc_2", 0.80, 0.01),
+                  ("lmf", "mosi", "Has0_acc_2", 0.78, 0.01)]).to_csv(m / "summary.csv", index=False)
+    pd.DataFrame(columns=["dataset", "method_a", "method_b", "metric", "seeds", "n_samples", "diff", "ci_low",
+                          "ci_high", "p_value"]).to_csv(m / "paired.csv", index=False)
+    pd.DataFrame(columns=["epoch", "train_loss", "valid_loss", "test_loss", "method", "dataset", "seed"]).to_csv(
+        m / "curves.csv", index=False)
+    write_paper_csv(tmp_path / "papers", "p", "p,1,mosi,self-mm,Has0_acc_2,84.0,\np,1,mosi,low-rank,Has0_acc_2,"
+                                              "76.0,\np,1,mosi,self-mm*,Has0_acc_2,83.0,\np,1,mosi,mfm,Has0_acc_2,77.0,\n")
+    write_reports(m, tmp_path / "papers", tmp_path / "reports", ["self_mm", "lmf"])
+    md = (tmp_path / "reports" / "tables" / "mosi.md").read_text()
+    assert "self_mm [p, Table 1] | 84 (Δ -4.0)" in md and "lmf [p, Table 1] | 76 (Δ +2.0)" in md
+    assert "self-mm* [p, Table 1] | 83 |" in md and "mfm [p, Table 1] | 77 |" in md
+    paper = registered_names(load_paper_results(tmp_path / "papers"), aliases)
+    assert list(paper["method"]) == ["self_mm", "lmf", "self-mm*", "mfm"]
+    monkeypatch.setattr(get_method("tfn"), "paper_names", ("low-rank",))
+    with pytest.raises(ValueError, match="low-rank"):
+        paper_aliases()

@@ -9,7 +9,8 @@ Every stage lists exactly the source files its work executes, between the marker
     resolve    the single experiment's resolution (sweep.py's experiment_record, with every method's Config)
     pretrain   every module of the pretrain package (the stage's command and AE-MT's encoder pretraining)
                with everything they import (the encoders' blocks, the data loader, the config)
-    evaluate   the evaluation (evaluate.py and the metrics); tables: the report package; figures: its figures
+    evaluate   the evaluation (evaluate.py and the metrics); figures: the report package's figures
+    tables     the report package and every registered method (their `paper_names` join the papers' rows)
 The CLI (top floor: argument parsing only) is left out, so a new option does not invalidate results.
 
     python -m msarepro.dvcdeps            rewrite the marked blocks of ./dvc.yaml
@@ -46,7 +47,7 @@ def stage_modules() -> dict[str, list[str]]:
             "resolve": [f"{pkg}.sweep"] + methods,
             "evaluate": [f"{pkg}.evaluate"],
             "robustness": [f"{pkg}.robustness_eval.stage", f"{pkg}.robustness_eval.evaluate"] + methods,
-            "tables": [f"{pkg}.report"],
+            "tables": [f"{pkg}.report"] + methods,
             "figures": [f"{pkg}.report.figures_papers"]}
 
 

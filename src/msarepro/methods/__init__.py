@@ -66,6 +66,18 @@ def all_methods() -> dict[str, type[Method]]:
     return dict(METHODS)
 
 
+def paper_aliases() -> dict[str, str]:
+    """A method as the papers' tables write it -> its registered name: the name itself, the name with "-" for "_"
+    (self-mm), and each class's `paper_names` (bert_mag). One spelling names one method (else ValueError)."""
+    out: dict[str, str] = {}
+    for name, cls in sorted(all_methods().items()):
+        for alias in dict.fromkeys((name, name.replace("_", "-"), *cls.paper_names)):
+            if out.get(alias, name) != name:
+                raise ValueError(f"paper name {alias!r} claimed by methods {out[alias]!r} and {name!r}")
+            out[alias] = name
+    return out
+
+
 def pretraining_methods() -> tuple[str, ...]:
     """Registered methods whose runs consume the `pretrain` stage's output (`uses_pretraining` on the class)."""
     return tuple(sorted(n for n, cls in all_methods().items() if cls.uses_pretraining))

@@ -6,6 +6,8 @@ A method is an nn.Module with:
     uses_pretraining       True if its runs load the `pretrain` stage's output (the pipeline pretrains for them)
     sweep_priority         Snakemake's priority for its jobs (higher starts first): the long runs start
                            first, so that no slot idles while one long job finishes at the end of a sweep
+    paper_names            how the papers' result tables write it besides its name (MAG-BERT: mag-bert,
+                           bert_mag), so that their rows join its runs (methods.paper_aliases)
     forward(batch) -> dict  at least "pred": (B,) for regression, (B, C) logits for classification
     losses(out, batch, epoch) -> dict of weighted loss terms; the loop minimises their sum
     param_groups()         optional per-group learning rates (e.g. a text encoder at a smaller lr)
@@ -58,6 +60,9 @@ class Method(nn.Module):
     families: tuple[str, ...] = ("trimodal",)
     uses_pretraining: bool = False  # True: runs load the `pretrain` stage's output (methods.pretraining_methods())
     sweep_priority: int = 0  # Snakemake job priority; AE-MT and MulT, the longest runs, start first
+    # How the papers' tables write the method besides its name (reports/paper_results/*.csv `method`: mag-bert,
+    # bert_mag); the name with "-" for "_" is always one (methods.paper_aliases)
+    paper_names: tuple[str, ...] = ()
 
     def __init__(self, cfg: MethodConfig, manifest):
         super().__init__()

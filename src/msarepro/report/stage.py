@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from .tables import (build_tables, latex_table, load_paper_results, markdown_table, paired_table, protocol_table,
-                     variant_runs)
+                     registered_names, variant_runs)
 
 # reports/tables/ files this stage never writes nor deletes: the compute-cost table of `msarepro check-presets
 # --report` (timings, so not a DVC output: dvc.yaml keeps reports/tables between runs, `persist`, and .dvcignore
@@ -36,7 +36,9 @@ def write_reports(metrics_dir: Path, paper_dir: Path, out_dir: Path, method_orde
     curves = pd.read_csv(metrics_dir / "curves.csv")
     inputs = metrics_dir / "run_inputs.csv"  # absent in an evaluation made before runs recorded their pools
     run_inputs = pd.read_csv(inputs) if inputs.exists() else None
-    paper = load_paper_results(paper_dir)
+    from ..methods import paper_aliases
+
+    paper = registered_names(load_paper_results(paper_dir), paper_aliases())  # mag-bert, bert_mag -> mag_bert
     params = load(params_path) if params_path is not None else None
     skip = set(params.variants if params else ()) | variant_runs(run_inputs)
     own_paper = sorted(f.stem for f in Path(paper_dir).glob("*.csv"))  # methods with their own paper

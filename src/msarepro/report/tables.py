@@ -60,6 +60,13 @@ def load_paper_results(folder: Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=PAPER_COLUMNS[:-1])
 
 
+def registered_names(paper: pd.DataFrame, aliases: dict[str, str]) -> pd.DataFrame:
+    """The papers' rows with each `method` as registered where the papers write another spelling of a registered
+    method (aliases: methods.paper_aliases(), e.g. mag-bert, bert_mag -> mag_bert); other names (methods not
+    reproduced here, a paper's starred re-runs like `self-mm*`) unchanged."""
+    return paper.assign(method=paper["method"].map(lambda m: aliases.get(m, m)))
+
+
 def variant_runs(run_inputs: pd.DataFrame | None) -> set[str]:
     """Run names that are variants (base_method differs from the name), from evaluate's run_inputs.csv."""
     if run_inputs is None or "base_method" not in run_inputs:
