@@ -219,6 +219,21 @@ def test_the_papers_mag_bert_rows_name_this_method():
     assert not rows["method"].isin(["mag-bert", "bert_mag", "bert-mag", "magbert"]).any()
 
 
+def test_the_papers_rows_join_our_runs_in_the_tables():
+    """A reproduced mag_bert row on MOSI gets the ALMT paper's MAG-BERT numbers beside it, with the difference."""
+    from msarepro.report.tables import build_tables, load_paper_results
+
+    paper = load_paper_results(ROOT / "reports" / "paper_results")
+    summary = pd.DataFrame([{"method": "mag_bert", "dataset": "mosi", "protocol": "valid-selected",
+                             "metric": "MAE", "n": 3, "mean": 0.75, "std": 0.01}])
+    rows = build_tables(summary, paper)["mosi"]["rows"]
+    ours = [r for r in rows if r[0] == "mag_bert"]
+    almt = [r for r in rows if r[0] == "mag_bert [almt, Table 1]"]
+    assert ours and ours[0][1] == "ours"
+    assert almt and almt[0][2]["MAE"]["value"] == pytest.approx(0.727)
+    assert almt[0][2]["MAE"]["delta"] == pytest.approx(0.75 - 0.727)
+
+
 def test_real_presets_carry_mmsas_bert_mag_settings(params):
     want = {"mosi": ("bert-base-uncased", 2e-5, 0.3), "mosei": ("bert-base-uncased", 1e-5, 0.2),
             "sims": ("bert-base-chinese", 5e-5, 0.1)}
