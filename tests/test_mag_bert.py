@@ -66,7 +66,7 @@ def test_gate_and_displacement_on_a_hand_computed_case():
 
 
 def test_the_gates_are_relu_of_the_concatenation():
-    # A gate closed by ReLU (negative pre-activation) takes its modality out: with g_v = 0 everywhere only audio moves z.
+    # A gate closed by ReLU (negative pre-activation) takes its modality out: with g_v = 0 only audio moves z.
     mag = _hand_mag()
     z, a = torch.tensor([[[1.0, 0.0]]]), torch.tensor([[[1.0]]])
     with torch.no_grad():

@@ -7,11 +7,12 @@ Shapes: B batch, L token positions ([CLS] word pieces [SEP], padding), d BERT's 
 widths. z (B, L, d) is the BERT hidden state the gate shifts; a (B, L, D_a) and v (B, L, D_v) one vector per
 token position (`word_frames`).
     MAG (paper, "Multimodal Adaptation Gate"), per position i:
-        gates         g_v = ReLU(W_gv [z; v] + b_v),  g_a = ReLU(W_ga [z; a] + b_a)       (B, L, d) each  `MAG.forward`
+        gates         g_v = ReLU(W_gv [z; v] + b_v), g_a = ReLU(W_ga [z; a] + b_a)  (B, L, d) each  `MAG.displacement`
         displacement  H = g_v * (W_v v) + g_a * (W_a a) + b_H                              (B, L, d)
+                      (the paper's b_H; the authors' and MMSA's code have none and give W_v, W_a biases)
         scaling       alpha = min(||z||_2 / ||H||_2 * beta, 1)                             (B, L, 1)   `shift_scale`
                       (as the authors' code: ||H|| = 0 counts as 1, and eps = 1e-6 joins ||H|| in the ratio)
-        output        m = dropout(LayerNorm(z + alpha H))                                  (B, L, d)
+        output        m = dropout(LayerNorm(z + alpha H))                                  (B, L, d)  `MAG.forward`
     Injection: BERT's embeddings and layers are run here one by one (`MagBert.encode`), with BERT's own attention
         mask; the MAG shifts the hidden state that enters layer `injection_index` (0: the embedding output, as the
         authors' MAG_BertModel and MMSA's BERT_MAG do; k: the output of layer k; the number of layers: the last
@@ -20,7 +21,7 @@ token position (`word_frames`).
         position; the pretrained pooler's weights where the checkpoint has them), dropout at BERT's
         hidden_dropout_prob, Linear -> y_hat (B,).
     Loss: the task loss (`task_loss`; MMSA's BERT_MAG: L1, the authors' driver: MSE).
-`use_mag: false` runs the same BERT without the gate (the text-only BERT the paper compares with).
+`use_mag: false` runs the same BERT without the gate: BERT fine-tuned on the text alone.
 
 Audio and vision per token position (`word_frames`): MAG-BERT is published on word-aligned features. With
 `align: resample` (unaligned data) each clip's n real tokens are [CLS], n - 2 word pieces and [SEP]: [CLS] and
