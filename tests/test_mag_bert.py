@@ -206,24 +206,50 @@ def test_text_features_are_refused(params):
     assert any("runs inside a BERT encoder" in p for p in found)
     unaligned = config.build(MagBert.Config, {"align": "positions"}, "methods.mag_bert")
     assert any("use align: resample" in p for p in cls.problems(unaligned, _manifest()))
+    auto = config.build(MagBert.Config, {}, "methods.mag_bert")
+    assert not any("align" in p for p in cls.problems(auto, _manifest()))  # auto: resample here
+
+
+def test_auto_alignment_reads_an_aligned_release_by_position():
+    """align: auto is positions on a dataset whose manifest says it is a word-aligned release (mosi-aligned), and
+    resample elsewhere; the two give other frames per token, so the model's output differs."""
+    import dataclasses
+
+    unaligned = _manifest()
+    aligned = dataclasses.replace(unaligned, provenance={"aligned": True},
+                                  modalities={**unaligned.modalities,
+                                              **{m: {"dim": d, "max_len": L} for m, d in DIMS.items()}})
+    auto = config.build(MagBert.Config, {}, "methods.mag_bert")
+    assert (MagBert.alignment(auto, unaligned), MagBert.alignment(auto, aligned)) == ("resample", "positions")
+    assert not any("align" in p for p in MagBert.problems(auto, aligned))
+    b = _batch()  # positions pads the 10 frames to the L token positions
+    outs = []
+    for man in (unaligned, aligned):
+        cfg = config.build(MagBert.Config, {"text_encoder": "packaged-minilm"}, "methods.mag_bert")
+        torch.manual_seed(0)
+        outs.append(MagBert(cfg, man).eval()(b)["pred"])
+    assert not torch.allclose(outs[0], outs[1])
 
 
 # -- paper rows and presets ------------------------------------------------------------------------------------
 def test_the_papers_mag_bert_rows_name_this_method():
     rows = pd.concat([pd.read_csv(p, dtype=str, keep_default_na=False)
                       for p in sorted((ROOT / "reports" / "paper_results").glob("*.csv"))])
-    mine = rows[rows["method"] == "mag_bert"]
+    from msarepro.methods import paper_aliases
+
+    mine = rows[rows["method"].map(paper_aliases()).eq("mag_bert")]  # the papers print mag-bert and bert_mag
     assert {"almt", "clgsi", "sfttr", "aemt"} <= set(mine["paper"])
     assert {"mosi", "mosei", "sims", "simsv2"} <= set(mine["dataset"])
     assert (mine["variant"] == "mag_bert").all()
-    assert not rows["method"].isin(["mag-bert", "bert_mag", "bert-mag", "magbert"]).any()
+    assert set(rows.loc[rows["variant"] == "mag_bert", "method"]) == {"mag-bert", "bert_mag"}  # as printed
 
 
 def test_the_papers_rows_join_our_runs_in_the_tables():
     """A reproduced mag_bert row on MOSI gets the ALMT paper's MAG-BERT numbers beside it, with the difference."""
-    from msarepro.report.tables import build_tables, load_paper_results
+    from msarepro.methods import paper_aliases
+    from msarepro.report.tables import build_tables, load_paper_results, registered_names
 
-    paper = load_paper_results(ROOT / "reports" / "paper_results")
+    paper = registered_names(load_paper_results(ROOT / "reports" / "paper_results"), paper_aliases())
     summary = pd.DataFrame([{"method": "mag_bert", "dataset": "mosi", "protocol": "valid-selected",
                              "metric": "MAE", "n": 3, "mean": 0.75, "std": 0.01}])
     rows = build_tables(summary, paper)["mosi"]["rows"]

@@ -28,7 +28,8 @@ Audio and vision per token position (`word_frames`): MAG-BERT is published on wo
 [SEP] get zero vectors (as the authors' code pads them), and the word pieces, in order, share the clip's real
 frames through `mfn.resample_to`: word piece j (0-based among the n - 2) takes the mean of the frames in the j-th
 of n - 2 equal segments. With `align: positions` (data already aligned to the token positions, as MMSA's aligned
-pickles that its BERT_MAG reads) frame i goes to token position i.
+pickles that its BERT_MAG reads) frame i goes to token position i. `align: auto` (the default) is positions on a
+registered word-aligned release (mosi-aligned, mosei-aligned: manifest provenance.aligned) and resample elsewhere.
 """
 from __future__ import annotations
 
@@ -142,6 +143,7 @@ def pretrained_pooler(source: str) -> dict[str, torch.Tensor] | None:
 
 @register("mag_bert")
 class MagBert(Method):
+    paper_names = ("bert_mag",)  # AE-MT's tables (MMSA's name); ALMT, CLGSI, SFTTR print MAG-BERT (mag-bert)
     @dataclass(frozen=True)
     class Config(MethodConfig):
         # Defaults: MMSA's MOSI settings (config_regression.json, "bert_mag"); params.yaml carries them per dataset.
@@ -153,9 +155,11 @@ class MagBert(Method):
         beta_shift: float = 1.0  # beta in alpha = min(||z|| / ||H|| beta, 1)
         mag_dropout: float = 0.3  # the dropout after the MAG's LayerNorm (dropout_prob)
         injection_index: int = 0  # the layer the shifted state enters (0: the embedding output)
-        align: str = "resample"  # resample (unaligned data) | positions (features aligned to the token positions)
+        # auto: positions on a word-aligned release (manifest provenance.aligned: mosi-aligned), else resample |
+        # resample (unaligned data) | positions (features aligned to the token positions)
+        align: str = "auto"
 
-        ALIGNS = ("resample", "positions")
+        ALIGNS = ("auto", "resample", "positions")
 
         def validate(self, where: str) -> None:
             super().validate(where)
@@ -171,6 +175,14 @@ class MagBert(Method):
             if self.tiny_dim % 4:
                 raise ConfigError(f"{where}.tiny_dim: {self.tiny_dim}; tiny-bert has 4 heads, use a multiple of 4")
 
+    @staticmethod
+    def alignment(cfg: Config, manifest) -> str:
+        """The `align` a run uses: auto -> positions on a word-aligned release (as MMSA reads its aligned pickles),
+        resample elsewhere."""
+        if cfg.align != "auto":
+            return cfg.align
+        return "positions" if (getattr(manifest, "provenance", None) or {}).get("aligned") else "resample"
+
     @classmethod
     def problems(cls, cfg: Config, manifest) -> list[str]:
         out = super().problems(cfg, manifest)
@@ -179,7 +191,7 @@ class MagBert(Method):
             out.append(f"{where}.text_encoder: MAG-BERT runs inside a BERT encoder over token ids, not over "
                        "precomputed features; set it to tiny-bert, packaged-minilm or a BERT name "
                        f"(in methods.{cls.name}.presets.{manifest.preset or manifest.name} for this dataset)")
-        if cfg.align == "positions" and manifest.family == "trimodal" and "text_ids" in manifest.modalities:
+        if cls.alignment(cfg, manifest) == "positions" and manifest.family == "trimodal" and "text_ids" in manifest.modalities:
             L = manifest.modalities["text_ids"]["max_len"]
             longer = [m for m in ("audio", "vision") if m in manifest.modalities
                       and manifest.modalities[m]["max_len"] != L]
@@ -222,7 +234,7 @@ class MagBert(Method):
         bias = attention_bias(bert, h, mask)
         shift = None
         if self.mag is not None:
-            align = self.cfg.align
+            align = self.alignment(self.cfg, self.manifest)
             a = word_frames(batch["audio"], batch["audio_mask"], mask, align).to(h.dtype)
             v = word_frames(batch["vision"], batch["vision_mask"], mask, align).to(h.dtype)
             shift = lambda state: self.mag(state, a, v)  # noqa: E731
