@@ -36,7 +36,7 @@ tokenizer (`token_requests`, at most text_max_len tokens: the authors' word_leng
 (methods/image_text.py): tiny-bert, tiny-deberta (the dataset's own ids), packaged-minilm or any Hugging Face name
 or folder; image encoders tiny-resnet or any ResNet name or folder.
 
-Ablations (the paper's Table 4 rows w/o LBCL, w/o DBCL): use_lbcl, use_dbcl.
+Ablations (the paper's rows without LBCL / without DBCL): use_lbcl, use_dbcl.
 """
 from __future__ import annotations
 
