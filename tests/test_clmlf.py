@@ -138,3 +138,24 @@ def test_images_below_one_grid_cell_are_refused(params, mvsa):
     cfg = dataclasses.replace(method_config(params, "clmlf", ds.manifest.preset), image_size=4)
     with pytest.raises(ConfigError, match="methods.clmlf.image_size"):
         build_method("clmlf", cfg, ds.manifest)
+
+
+def test_the_papers_clmlf_rows_join_this_methods_runs():
+    """INFIG's Table 2 rows of CLMLF name the registered method (method and variant `clmlf`): a clmlf run on
+    MVSA-Single gets them as its rows, with delta = ours - paper in the tables' unit (percentage points)."""
+    import pandas as pd
+
+    from msarepro.report.tables import build_tables, load_paper_results
+
+    from .conftest import ROOT
+    paper = load_paper_results(ROOT / "reports" / "paper_results")
+    mine = paper[paper["method"] == "clmlf"]
+    assert set(mine["dataset"]) == {"mvsa-single", "mvsa-multiple", "hfm"} and (mine["variant"] == "clmlf").all()
+    summary = pd.DataFrame([{"method": "clmlf", "dataset": "mvsa-single", "protocol": "valid-selected",
+                             "metric": "Accuracy", "n": 3, "mean": 0.74, "std": 0.01}])
+    rows = build_tables(summary, paper)["mvsa-single"]["rows"]
+    labels = [r[0] for r in rows]
+    assert "clmlf" in labels and any(lab.startswith("clmlf [") for lab in labels)
+    cells = [r[2]["Accuracy"] for r in rows if r[0].startswith("clmlf [") and "Accuracy" in r[2]]
+    # INFIG prints fractions, the tables percentages: delta in points, 74.0 - 75.33
+    assert cells and all(c["delta"] == pytest.approx(100 * (0.74 - 0.7533)) for c in cells)
