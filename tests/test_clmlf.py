@@ -159,3 +159,21 @@ def test_the_papers_clmlf_rows_join_this_methods_runs():
     cells = [r[2]["Accuracy"] for r in rows if r[0].startswith("clmlf [") and "Accuracy" in r[2]]
     # INFIG prints fractions, the tables percentages: delta in points, 74.0 - 75.33
     assert cells and all(c["delta"] == pytest.approx(100 * (0.74 - 0.7533)) for c in cells)
+
+
+@pytest.mark.slow
+def test_kill9_then_resume_across_the_text_stage_matches_uninterrupted(tmp_path, small_data):
+    """The augmentation draws from torch's RNG and the text encoder joins at epoch 2 (a second stage): a run
+    killed in epoch 2 and resumed ends with the same files as an uninterrupted one."""
+    from .test_train import _cli_train
+    data = small_data["synth-mvsa"]
+    p = "methods.clmlf.presets.synth-mvsa"
+    sets = [f"{p}.max_epochs=3", f"{p}.patience=5", f"{p}.text_frozen_epochs=2", f"{p}.batch_size=32"]
+    full = _cli_train(tmp_path / "full", data, model="clmlf", sets=sets)
+    assert full.returncode == 0, full.stderr
+    killed = _cli_train(tmp_path / "cut", data, {"MSAREPRO_KILL_AT": "2:2"}, model="clmlf", sets=sets)
+    assert killed.returncode == -9
+    resumed = _cli_train(tmp_path / "cut", data, resume=True, model="clmlf", sets=sets)
+    assert resumed.returncode == 0, resumed.stderr
+    for f in ("metrics.json", "predictions.csv", "history.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
