@@ -108,6 +108,10 @@ def test_loss_terms_follow_the_switches(params, mvsa):
         assert set(terms) == {"sc"} | ({"lbcl"} if lbcl else set()) | ({"dbcl"} if dbcl else set())
 
 
+def text_of(model) -> set[int]:
+    return {id(p) for p in model.text.parameters()}
+
+
 def test_text_encoder_learns_from_text_frozen_epochs_on(params, mvsa):
     ds, _ = mvsa
     model = _model(params, ds, text_frozen_epochs=2, max_epochs=5)
@@ -119,6 +123,10 @@ def test_text_encoder_learns_from_text_frozen_epochs_on(params, mvsa):
     second = {id(p) for g in model.param_groups() for p in g["params"]}
     assert not (first & text) and text <= second and first < second
     assert _model(params, ds, text_frozen_epochs=0).stage_starts() == (0,)
+    never = _model(params, ds, text_frozen_epochs=5, max_epochs=5)  # K >= max_epochs: the text never learns
+    assert never.stage_starts() == (0,)
+    never.enter_stage(0)
+    assert not ({id(p) for g in never.param_groups() for p in g["params"]} & text_of(never))
 
 
 def test_fixed_resnet_stays_in_eval_mode_and_is_frozen(params, mvsa):

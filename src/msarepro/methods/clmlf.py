@@ -215,7 +215,8 @@ class CLMLF(Method):
         return (0, k) if 0 < k < self.cfg.max_epochs and self.cfg.finetune_text else (0,)
 
     def enter_stage(self, stage: int) -> None:
-        self.stage = stage if len(self.stage_starts()) > 1 else 1
+        # one stage: the text encoder learns throughout with K = 0, never when K >= max_epochs
+        self.stage = stage if len(self.stage_starts()) > 1 else int(self.cfg.text_frozen_epochs == 0)
 
     def param_groups(self):
         text = {id(p) for p in self.text.parameters()}
