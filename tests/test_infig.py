@@ -480,7 +480,9 @@ def test_resnet_and_text_encoders_load_from_local_folders(mvsa, tmp_path):
     assert mean == pytest.approx((0.485, 0.456, 0.406)) and std == pytest.approx((0.229, 0.224, 0.225))
     DebertaV2Model(DebertaV2Config(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                                    intermediate_size=32)).save_pretrained(tmp_path / "text")  # no "deberta" in it
-    tower = TextTower(str(tmp_path / "text"), ds.manifest, 8, 1, 2, finetune=True)
+    tower = TextTower(str(tmp_path / "text"), ds.manifest, 8, 1, 2, finetune=True,
+                      setting="methods.infig.text_encoder")
     assert isinstance(tower.model, DebertaV2Model) and tower.num_layers == 2 and tower.out_dim == 16
     with pytest.raises(ConfigError, match="methods.infig.text_encoder"):
-        TextTower(str(tmp_path / "missing"), ds.manifest, 8, 1, 2, finetune=True)
+        TextTower(str(tmp_path / "missing"), ds.manifest, 8, 1, 2, finetune=True,
+                  setting="methods.infig.text_encoder")

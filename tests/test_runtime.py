@@ -29,7 +29,10 @@ OUTPUTS = ("metrics.json", "history.csv", "predictions.csv")
 
 
 def _dataset(method: str) -> str:
-    return "synth-mvsa" if method == "infig" else "synth-sims"
+    """The embedded dataset of the method's family (derived from the registry, not a list of names)."""
+    from msarepro.methods import get_method
+
+    return "synth-mvsa" if "image_text" in get_method(method).families else "synth-sims"
 
 
 def _model(small_data, name: str, params=None):

@@ -102,7 +102,7 @@ def _tensor_bytes(state: dict) -> int:
 def measure(preset: str, params_path: str, frozen_text: bool = False) -> dict:
     from msarepro import config
     from msarepro.data.format import Manifest
-    from msarepro.methods import infig, method_config
+    from msarepro.methods import image_text, infig, method_config
 
     params = config.load(params_path)
     cfg = method_config(params, "infig", preset)
@@ -113,8 +113,11 @@ def measure(preset: str, params_path: str, frozen_text: bool = False) -> dict:
                         modalities={"image": {"shape": [3, 224, 224]}})
     t0 = time.perf_counter()
     torch.manual_seed(0)
+    # the ResNet and text tower are built in methods/image_text.py, CLIP in infig.py: patch both
     with mock.patch.object(infig, "_load_pretrained", _from_config), mock.patch.object(infig, "image_processor",
-                                                                                      _processor):
+                                                                                      _processor), \
+            mock.patch.object(image_text, "_load_pretrained", _from_config), \
+            mock.patch.object(image_text, "image_processor", _processor):
         model = infig.INFIG(cfg, manifest)
     build_s = time.perf_counter() - t0
     trainable = [p for p in model.parameters() if p.requires_grad]

@@ -6,7 +6,8 @@ For each dataset (every dataset that has reproduced runs or paper numbers) one t
                              (the table of a word-aligned release, mosi-aligned, shows the papers' MOSI rows of the
                              methods run on it: the papers compare word-aligned baselines in their MOSI tables)
 Values are printed as the papers print them: ×100 for accuracies and F1, raw for MAE and Corr. A paper value
-of MAE or Corr above 2 is taken as printed ×100 (AE-MT's CH-SIMS v2 table) and divided by 100 for Δ.
+of MAE or Corr above 2 is taken as printed ×100 (AE-MT's CH-SIMS v2 table) and divided by 100 for Δ; a paper
+accuracy or F1 of at most 1 as printed as a fraction (INFIG's Table 2) and multiplied by 100 for Δ.
 A second table lists the selection protocols side by side, a third the paired tests between methods.
 A method whose runs loaded pretrained encoders (AE-MT) is marked † and footnoted with the pretraining pool and
 its size, as the runs recorded them in config.json (the evaluate stage's run_inputs.csv), never assumed.
@@ -83,6 +84,8 @@ def paper_to_printed_unit(metric: str, value: float) -> float:
     """A paper's number -> the unit `scale` prints (see module docstring)."""
     if metric in RAW_METRICS and abs(value) > 2.0:
         return value / 100.0
+    if metric not in RAW_METRICS and abs(value) <= 1.0:  # an accuracy or F1 printed as a fraction
+        return 100.0 * value
     return value
 
 
