@@ -87,7 +87,8 @@ def test_cpc_loss_on_hand_computed_cases():
 
 def test_losses_are_the_weighted_terms():
     """task = L1; cpc = alpha sum_m L_N(m) over the three modalities; ba = -beta sum over (t, v), (t, a) of lld (no
-    H on an epoch's first batch); ba_fit = -sum lld: the same numbers, other gradients."""
+    H on an epoch's first batch; by default the authors' lld, without the log-variance term); ba_fit = -sum lld:
+    the same numbers, other gradients."""
     model = _model(alpha=0.3, beta=0.2, task_loss="l1")
     model.on_epoch_start(0, None)
     model.train()
@@ -98,7 +99,7 @@ def test_losses_are_the_weighted_terms():
     assert terms["task"].item() == pytest.approx((out["pred"] - batch["y"]).abs().mean().item())
     nce = sum(cpc_nce(out[f"h_{m}"], model.cpc[m](out["fusion"])) for m in UNI)
     assert terms["cpc"].item() == pytest.approx(0.3 * nce.item(), rel=1e-6)
-    lld = sum(gaussian_lld(*model.mi[f"{a}_{b}"](out[f"h_{a}"]), out[f"h_{b}"]) for a, b in PAIRS)
+    lld = sum(gaussian_lld(*model.mi[f"{a}_{b}"](out[f"h_{a}"]), out[f"h_{b}"], with_logvar=False) for a, b in PAIRS)
     assert terms["ba"].item() == pytest.approx(-0.2 * lld.item(), rel=1e-6)
     assert terms["ba_fit"].item() == pytest.approx(-lld.item(), rel=1e-6)
 
@@ -146,14 +147,15 @@ def test_entropy_enters_after_the_memory_fills_and_reads_memory_plus_batch():
     """memory_batches = 1 (the authors' mem_size): batches 0 and 1 of an epoch carry no H; from batch 2 on, H is
     computed over the previous batch's projected samples (detached) and this batch's, per class; the next epoch
     starts with an empty memory."""
-    model = _model(beta=1.0)
+    model = _model(beta=1.0, lld_logvar=True)
     model.train()
     model.on_epoch_start(0, None)
     batches = [_batch(seed=s) for s in range(3)]
     for step, batch in enumerate(batches):
         out = model(batch)
         proj = {k: q.entropy_proj(out[f"h_{k.split('_')[1]}"]) for k, q in model.mi.items()}
-        lld = sum(gaussian_lld(*model.mi[f"{a}_{b}"](out[f"h_{a}"]), out[f"h_{b}"]) for a, b in PAIRS)
+        lld = sum(gaussian_lld(*model.mi[f"{a}_{b}"](out[f"h_{a}"]), out[f"h_{b}"], model.cfg.lld_logvar)
+                  for a, b in PAIRS)
         if step == 2:
             prev = {k: q.entropy_proj(prev_out[f"h_{k.split('_')[1]}"]) for k, q in model.mi.items()}
             y0, y1 = batches[1]["y"], batch["y"]
@@ -226,9 +228,10 @@ def test_real_presets_carry_mmsas_settings(params, preset, bert):
     got = (cfg.text_encoder, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.lr_text, cfg.weight_decay_text,
            cfg.lr_mmilb, cfg.weight_decay_mmilb, cfg.grad_clip, cfg.alpha, cfg.beta, cfg.audio_rnn_hidden,
            cfg.vision_rnn_hidden, cfg.audio_out, cfg.vision_out, cfg.bidirectional, cfg.fusion_dim,
-           cfg.fusion_dropout, cfg.cpc_layers, cfg.memory_batches, cfg.patience, cfg.task_loss, cfg.finetune)
+           cfg.fusion_dropout, cfg.cpc_layers, cfg.memory_batches, cfg.patience, cfg.task_loss, cfg.finetune,
+           cfg.lld_logvar)
     assert got == (bert, 32, 1e-3, 1e-4, 5e-5, 1e-4, 1e-3, 1e-4, 1.0, 0.1, 0.1, 16, 16, 16, 16, True, 128, 0.1, 1,
-                   1, 8, "l1", True)
+                   1, 8, "l1", True, False)
 
 
 def test_embedded_preset_is_small(params):

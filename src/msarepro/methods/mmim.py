@@ -17,9 +17,11 @@ Shapes: B batch, L_m sequence length, D_m input width, d_m the unimodal widths, 
     input level, the BA lower bound per pair (X, Y) in (text, vision), (text, audio):             `ba_bound`
         I(X; Y) >= H(Y) + E_p(x,y)[log q(Y | X)],
         q(y | x) = N(y; mu(x), diag sigma^2(x)), mu and log sigma^2 two MLPs (Linear, ReLU, Linear) of x
-        log-likelihood, its constant dropped, averaged over the batch:                           `gaussian_lld`
-            lld = mean_b sum_j -1/2 [ (y_j - mu_j)^2 / sigma_j^2 + log sigma_j^2 ]
-            (the authors' code leaves out the log sigma^2 term: `lld_logvar: false`)
+        log-likelihood, averaged over the batch, as the authors' code computes it (`lld_logvar: false`):
+            lld = mean_b sum_j -1/2 (y_j - mu_j)^2 / sigma_j^2                                     `gaussian_lld`
+            `lld_logvar: true` adds the Gaussian's -1/2 log sigma_j^2 (its full log density but the constant): the
+            paper's q; with the entropy read on a d_Y / 4 projection it lets the encoders raise the bound without
+            limit by shrinking Y (docs/methods/mmim.md, measured there), so it is a switch, not the default
         H(Y): Y projected to d_Y / 4 dims (Linear + tanh, fixed at its initialisation as in the authors' code,
             where no optimizer steps it), modelled as a two-component Gaussian mixture of the positive (y > 0)
             and negative (y < 0) samples; H is bounded by the components' weighted entropies, with weights 1/2
@@ -158,7 +160,7 @@ class MMIM(Method):
         alpha: float = 0.1  # weight of the CPC loss
         beta: float = 0.1  # weight of the BA bound
         memory_batches: int = 1  # mem_size: past training batches in the entropy estimate
-        lld_logvar: bool = True  # the Gaussian log-likelihood's log sigma^2 term (paper); false: the authors' code
+        lld_logvar: bool = False  # add the Gaussian's log sigma^2 term (the paper's q); false: the authors' code
         lr_text: float = 0.0  # lr_bert (0: `lr`)
         weight_decay_text: float = -1.0  # weight_decay_bert (-1: `weight_decay`)
         lr_mmilb: float = 0.0  # the predictors' learning rate (0: `lr`)
