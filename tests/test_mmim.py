@@ -263,3 +263,42 @@ def test_the_papers_mmim_rows_sit_under_this_methods_runs():
     assert mine[0] == "mmim" and len(mine) > 1 and all(lab.startswith("mmim [") for lab in mine[1:])
     cells = [r[2]["MAE"] for r in table if r[0].startswith("mmim [") and "MAE" in r[2]]
     assert cells and all(c["delta"] is not None for c in cells)
+
+
+# -- a BERT-family text encoder and a resumed run --------------------------------------------------------------------
+def test_a_bert_text_encoder_gives_its_first_token_at_its_own_rate(small_data, params, tmp_path):
+    from msarepro.data import load_dataset
+    from msarepro.data.loader import to_tensors
+    from msarepro.train import provide_inputs
+
+    ds = load_dataset(small_data["synth-mosi"])
+    cfg = config.build(MMIM.Config, {"text_encoder": "tiny-bert", "lr_text": 5e-5, "weight_decay_text": 0.01,
+                                     "fusion_dropout": 0.0}, "methods.mmim")
+    provide_inputs("mmim", cfg, ds, tmp_path)
+    torch.manual_seed(0)
+    model = build_method("mmim", cfg, ds.manifest).eval()
+    assert "text" not in model.rnn and model.widths["text"] == model.text.out_dim
+    batch = to_tensors(ds)["train"].batch(torch.arange(4))
+    with torch.no_grad():
+        assert torch.equal(model(batch)["h_text"], model.text(batch)[0][:, 0])  # the [CLS] state
+    groups = make_optimizer(model, cfg).param_groups
+    text = {id(p) for p in model.text.parameters()}
+    assert [(g["lr"], g["weight_decay"]) for g in groups if {id(p) for p in g["params"]} == text] == [(5e-5, 0.01)]
+
+
+@pytest.mark.slow  # three CLI processes: about 10 s
+def test_kill9_mid_epoch_then_resume_ends_as_an_uninterrupted_run(tmp_path, small_data):
+    """The entropy memory lives within an epoch (emptied at its start), so a run killed between the batches of an
+    epoch where H already counts and resumed from the last epoch's checkpoint ends with the same files."""
+    from .test_train import _cli_train
+    data = small_data["synth-mosi"]
+    sets = ["methods.mmim.presets.synth-mosi.max_epochs=2", "methods.mmim.presets.synth-mosi.patience=10",
+            "methods.mmim.presets.synth-mosi.batch_size=16"]
+    full = _cli_train(tmp_path / "full", data, model="mmim", sets=sets)
+    assert full.returncode == 0, full.stderr
+    killed = _cli_train(tmp_path / "cut", data, {"MSAREPRO_KILL_AT": "1:4"}, model="mmim", sets=sets)
+    assert killed.returncode == -9
+    resumed = _cli_train(tmp_path / "cut", data, resume=True, model="mmim", sets=sets)
+    assert resumed.returncode == 0, resumed.stderr
+    for f in ("metrics.json", "predictions.csv", "history.csv"):
+        assert (tmp_path / "full" / f).read_bytes() == (tmp_path / "cut" / f).read_bytes(), f
