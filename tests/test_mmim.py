@@ -65,6 +65,17 @@ def test_mixture_entropy_on_a_hand_computed_case():
     assert class_entropy(pos, neg).item() == pytest.approx(0.25 * (0.0 + math.log(2.25)), abs=1e-6)
 
 
+def test_mixture_entropy_runs_in_float32_under_bf16_autocast():
+    """log det has no low-precision kernel: under runtime.precision bf16 the entropy is taken in float32."""
+    g = torch.Generator().manual_seed(0)
+    pos, neg = torch.randn(12, 3, generator=g), torch.randn(10, 3, generator=g)
+    want = class_entropy(pos, neg)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = class_entropy(pos.bfloat16(), neg.bfloat16())
+    assert got.dtype == torch.float32
+    assert got.item() == pytest.approx(want.item(), abs=0.05)  # the inputs rounded to bf16
+
+
 def test_ba_lower_bound_is_the_log_likelihood_plus_the_entropy():
     mu, logvar = torch.zeros(1, 2), torch.tensor([[0.0, math.log(4.0)]])
     y = torch.tensor([[1.0, 2.0]])

@@ -77,11 +77,12 @@ def gaussian_lld(mu: torch.Tensor, logvar: torch.Tensor, y: torch.Tensor, with_l
 def class_entropy(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """The entropy bound of a two-component Gaussian mixture with equal weights, constants dropped: 1/4 (log det
     Sigma_pos + log det Sigma_neg), Sigma the biased covariance of the positive (N_p, k) and negative (N_n, k)
-    samples. -> ()."""
+    samples. In float32 whatever the autocast precision (log det has no bf16/fp16 kernel). -> ()."""
     def logdet_cov(x: torch.Tensor) -> torch.Tensor:
-        c = x - x.mean(0)
+        c = x.float() - x.float().mean(0)
         return torch.logdet(c.t() @ c / x.size(0))
-    return 0.25 * (logdet_cov(pos) + logdet_cov(neg))
+    with torch.autocast(pos.device.type, enabled=False):
+        return 0.25 * (logdet_cov(pos) + logdet_cov(neg))
 
 
 def cpc_nce(x: torch.Tensor, x_pred: torch.Tensor) -> torch.Tensor:
