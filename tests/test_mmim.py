@@ -183,6 +183,21 @@ def test_entropy_enters_after_the_memory_fills_and_reads_memory_plus_batch():
     assert all(m["pos"] == [] for m in model._memory.values()) and model._step == 0
 
 
+def test_a_longer_memory_holds_more_batches_and_lets_h_in_later():
+    """memory_batches = 2: no H before an epoch's fourth batch (index 3), then two past batches in the memory."""
+    model = _model(memory_batches=2)
+    model.train()
+    model.on_epoch_start(0, None)
+    for step in range(5):
+        batch = _batch(seed=step)
+        out = model(batch)
+        lld = sum(gaussian_lld(*model.mi[f"{a}_{b}"](out[f"h_{a}"]), out[f"h_{b}"], model.cfg.lld_logvar)
+                  for a, b in PAIRS)
+        ba = model.losses(out, batch, 0)["ba"]
+        assert (ba.item() == pytest.approx(-model.cfg.beta * lld.item(), rel=1e-6)) == (step < 3), step
+    assert all(len(m["pos"]) == 2 for m in model._memory.values())
+
+
 def test_too_few_samples_of_a_class_skip_the_entropy_and_count_it():
     model = _model()
     model.train()
