@@ -2,8 +2,8 @@
 Information Maximization for Multimodal Sentiment Analysis"), a baseline of the papers' main tables. Mutual
 information (MI) is maximised at two levels: between modality pairs at the input (a Barber-Agakov lower bound) and
 between the fusion result and each modality (contrastive predictive coding). Facts of the authors' code
-(github.com/declare-lab/Multimodal-Infomax, src/model.py, src/modules/encoders.py, src/solver.py) and of MMSA's
-port are named where used; settings per dataset: params.yaml; docs/methods/mmim.md.
+(github.com/declare-lab/Multimodal-Infomax, src/model.py, src/modules/encoders.py, src/solver.py) are named where
+used; settings per dataset (MMSA's config_regression.json): params.yaml; docs/methods/mmim.md.
 
 Shapes: B batch, L_m sequence length, D_m input width, d_m the unimodal widths, d_z = `fusion_dim` (d_prjh).
     unimodal encoders:
@@ -35,7 +35,7 @@ Shapes: B batch, L_m sequence length, D_m input width, d_m the unimodal widths, 
     loss (paper: L = L_task - alpha I_CPC - beta L_BA; signs as in the authors' code):
         task:   |y_hat - y| averaged (the authors' L1)
         cpc:    alpha * sum_m L_N(m)
-        ba:     -beta * sum_pairs (lld + H), H only from the (memory_batches + 1)-th batch of an epoch on
+        ba:     -beta * sum_pairs (lld + H), H from an epoch's batch index memory_batches + 1 on (memory full)
         ba_fit: -sum_pairs lld computed on detached unimodal vectors: it reaches only mu and log sigma^2
     The authors alternate per epoch: stage 1, a pass over the training data maximising lld with an optimizer of
     the predictors' (mu, log sigma^2) parameters only; stage 2, a pass minimising task + cpc + ba with an optimizer
@@ -43,14 +43,13 @@ Shapes: B batch, L_m sequence length, D_m input width, d_m the unimodal widths, 
     gradients routed so that each part only updates what it updates there: `ba_fit` reads detached unimodal
     vectors (only the predictors learn from it) and `ba` reads the predictors through detached copies of their
     parameters (only the encoders learn from it). The predictors' learning rate and weight decay are their own
-    (`lr_mmilb`, `weight_decay_mmilb`), as in the authors' second optimizer.
+    (`lr_mmilb`, `weight_decay_mmilb`), as in the authors' optimizer of the predictors.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
