@@ -62,15 +62,20 @@ def paper_of(v: dict) -> str:
 # -- the check --------------------------------------------------------------------------------------------------
 def row_problems(params_raw: dict, paper_dir: Path, registered: Iterable[str] | None = None) -> list[str]:
     """Every way the paper csvs and `variants:` disagree (empty: they agree). `registered`: the registered
-    method names (None skips the checks that need them)."""
-    registered = set(registered) if registered is not None else None
+    method names (None skips the checks that need them); a main row's `method` is read as registered through
+    the papers' spellings (methods.paper_aliases: mag-bert -> mag_bert)."""
+    aliases: dict[str, str] = {}
+    if registered is not None:
+        from ..methods import paper_aliases
+        registered = set(registered)
+        aliases = paper_aliases()
     variants = variants_of(params_raw)
-    probs, printed = _csv_problems(paper_dir, variants, registered)
+    probs, printed = _csv_problems(paper_dir, variants, registered, aliases)
     return probs + _variant_problems(variants, printed, Path(paper_dir).name, registered)
 
 
-def _csv_problems(paper_dir: Path, variants: dict[str, dict], registered: set[str] | None
-                  ) -> tuple[list[str], dict[str, set[tuple[str, str]]]]:
+def _csv_problems(paper_dir: Path, variants: dict[str, dict], registered: set[str] | None,
+                  aliases: dict[str, str]) -> tuple[list[str], dict[str, set[tuple[str, str]]]]:
     """The csvs' own problems and each row's against its variant -> (problems, paper -> {(table, row)} of its
     ablation rows)."""
     probs: list[str] = []
@@ -90,8 +95,9 @@ def _csv_problems(paper_dir: Path, variants: dict[str, dict], registered: set[st
             if registered is not None and name and name not in registered and name not in variants:
                 probs.append(f"{at}: variant {name!r} is neither a registered method nor in params.yaml variants:")
             if r["kind"] == "main":
-                if name and name != method:
-                    probs.append(f"{at}: a main row's variant must be its method {method!r} or empty, got {name!r}")
+                if name and name != aliases.get(method, method):
+                    probs.append(f"{at}: a main row's variant must be its method {aliases.get(method, method)!r} or "
+                                 f"empty, got {name!r}")
                 continue
             if not label or not name:
                 probs.append(f"{at}: an ablation row needs its printed label (row) and the variant that "
